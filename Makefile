@@ -11,6 +11,7 @@ test-slow:
 	pytest -q --runslow
 
 export:
+	python scripts/make_readme.py
 	nbdev_export
 	nbdev_clean
 
