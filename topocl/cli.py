@@ -5,12 +5,13 @@
 # %% ../nbs/50_cli.ipynb #0002
 from __future__ import annotations
 import argparse, json, sys
+import numpy as np
 from pathlib import Path
 
-from . import data
+from . import data, roi, augment
 
 # %% auto #0
-__all__ = ['cmd_data', 'build_parser', 'main']
+__all__ = ['cmd_data', 'cmd_roi', 'cmd_calibrate', 'build_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #0006
 def _add_dataset_args(p:argparse.ArgumentParser):
@@ -39,11 +40,64 @@ def _add_data(sub):
     p.set_defaults(func=cmd_data)
 
 # %% ../nbs/50_cli.ipynb #0010
+def cmd_roi(args):
+    "`topocl roi`: compute and cache the ROI masks of one split; returns a summary."
+    images, _ = data.load_dataset(args.dataset, args.split, args.root, args.size)
+    opts = {'checkpoint': args.checkpoint, 'model_type': args.model_type, 'device': args.device} if args.extractor == 'sam' else {}
+    res = roi.compute_rois(images, roi.get_extractor(args.extractor, **opts),
+                           cache_dir=Path(args.cache_dir or data.default_cache_dir())/'roi',
+                           cache_key=dict(dataset=args.dataset, split=args.split, size=args.size), progress=not args.quiet)
+    masks = np.asarray(res.masks)
+    return dict(dataset=args.dataset, split=args.split, size=args.size, extractor=args.extractor, images=len(masks),
+                fallback=int(res.n_fallback), mean_coverage=round(float(masks.mean()), 4), cache=str(res.path))
+
+def _add_roi(sub):
+    p = sub.add_parser('roi', help='compute and cache regions of interest for a data set split',
+                       description='Compute the ROI mask of every image of a split (Otsu by default; SAM with a '
+                                   'checkpoint; or the full image) and cache them bit-packed for later stages.')
+    _add_dataset_args(p)
+    p.add_argument('--split', default='train', choices=['train', 'val', 'test'])
+    p.add_argument('--extractor', default='otsu', choices=['otsu', 'full', 'sam'],
+                   help='otsu: classical threshold, no weights; sam: Segment Anything (needs --checkpoint); full: whole image')
+    p.add_argument('--checkpoint', default=None, help='SAM checkpoint file (sam_vit_h_4b8939.pth for vit_h)')
+    p.add_argument('--model-type', default='vit_h', choices=['vit_h', 'vit_l', 'vit_b'], help='SAM model type')
+    p.add_argument('--device', default=None, help='torch device for SAM (default: cuda if available)')
+    p.add_argument('--cache-dir', default=None, help='cache folder; default: TOPOCL_CACHE or ~/.cache/topocl')
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
+    p.set_defaults(func=cmd_roi)
+
+# %% ../nbs/50_cli.ipynb #0012
+def cmd_calibrate(args):
+    "`topocl calibrate`: write a calibration file; returns the per-combination summary."
+    cal = augment.run_calibration(args.dataset, out=args.out, split=args.split, roi=args.roi, root=args.root,
+                                  size=args.size, n_images=args.n_images, seed=args.seed, n_jobs=args.jobs)
+    summary = cal.summary()
+    cols = ['entry', 'level', 'admissible', 'max_median_r', 'check_median', 'check_inside', 'ranges']
+    print(summary[cols].to_string(index=False))
+    return dict(file=str(args.out or augment.default_calibration_path(args.dataset, args.split, args.roi, args.size)),
+                admissible={lv: len(cal.admissible(lv)) for lv in cal.bands})
+
+def _add_calibrate(sub):
+    p = sub.add_parser('calibrate', help='calibrate topology-aware augmentation ranges for a data set',
+                       description='Measure the relative bottleneck distance r of each augmentation and combination '
+                                   'over an intensity grid and choose the ranges for topology-weak (r in 5-15%) and '
+                                   'topology-strong (15-25%) views; writes a JSON calibration file.')
+    _add_dataset_args(p)
+    p.add_argument('--split', default='train', choices=['train', 'val'], help='split to calibrate on (validated on the other)')
+    p.add_argument('--roi', default='otsu', choices=['otsu', 'full', 'truth'],
+                   help="ROI extractor; 'truth' uses the synthetic set's ground-truth masks")
+    p.add_argument('--out', default=None, help='calibration JSON to write; default: in the cache folder')
+    p.add_argument('--n-images', type=int, default=128, help='images in the calibration sample')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--jobs', type=int, default=1, help='worker processes')
+    p.set_defaults(func=cmd_calibrate)
+
+# %% ../nbs/50_cli.ipynb #0014
 def build_parser()->argparse.ArgumentParser:
     "The `topocl` argument parser with every sub-command."
     parser = argparse.ArgumentParser(prog='topocl', description='Topological contrastive learning for medical images.')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for add in (_add_data,): add(sub)
+    for add in (_add_data, _add_roi, _add_calibrate): add(sub)
     return parser
 
 def main(argv:list|None=None)->int:
