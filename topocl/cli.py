@@ -5,13 +5,15 @@
 # %% ../nbs/50_cli.ipynb #0002
 from __future__ import annotations
 import argparse, json, sys
+from dataclasses import replace
 import numpy as np
 from pathlib import Path
 
-from . import data, roi, augment
+from . import data, roi, augment, train, evaluate, pipeline
 
 # %% auto #0
-__all__ = ['cmd_data', 'cmd_roi', 'cmd_calibrate', 'build_parser', 'main']
+__all__ = ['PRESETS', 'SHORTCUTS', 'cmd_data', 'cmd_roi', 'cmd_calibrate', 'config_from_args', 'cmd_stage', 'cmd_probe',
+           'cmd_run', 'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #0006
 def _add_dataset_args(p:argparse.ArgumentParser):
@@ -93,11 +95,131 @@ def _add_calibrate(sub):
     p.set_defaults(func=cmd_calibrate)
 
 # %% ../nbs/50_cli.ipynb #0014
+PRESETS = {'paper': lambda out: train.Config(out_dir=out), 'demo': lambda out: train.demo_config(out),
+           'tiny': lambda out: train.tiny_config(out)}
+SHORTCUTS = {'dataset': 'data.name', 'root': 'data.root', 'size': 'data.size', 'method': 'method.name',
+             'arch': 'model.arch', 'epochs': 'train.epochs', 'batch_size': 'train.batch_size', 'lr': 'train.lr',
+             'seed': 'seed', 'device': 'device', 'workers': 'num_workers', 'roi': 'roi.extractor',
+             'calibration': 'augment.calibration'}
+
+def config_from_args(args)->train.Config:
+    "The training config of a command: preset or --config, then shortcuts, then --set overrides; validated."
+    out_dir = args.out_dir or 'runs/topocl'
+    cfg = train.load_config(args.config) if args.config else PRESETS[args.preset](out_dir)
+    over = {SHORTCUTS[k]: v for k, v in vars(args).items() if k in SHORTCUTS and v is not None}
+    if args.out_dir: over['out_dir'] = args.out_dir
+    cfg = train.apply_overrides(train.apply_overrides(cfg, over), args.set)
+    if cfg.data.name != 'synthetic' and 'n' in cfg.data.options:   # the presets' synthetic-only option
+        cfg = replace(cfg, data=replace(cfg.data, options={k: v for k, v in cfg.data.options.items() if k != 'n'}))
+    cfg = replace(cfg, model=replace(cfg.model, in_chans=_channels(cfg))) if args.config is None else cfg
+    return train.validate_config(cfg)
+
+def _channels(cfg)->int:
+    "Input channels of the configured data set (1 gray, 3 RGB), from its first training image."
+    images, _ = data.load_dataset(cfg.data.name, cfg.data.split, cfg.data.root, cfg.data.size, **cfg.data.options)
+    return 3 if images.ndim == 4 else 1
+
+def _add_train_args(p):
+    g = p.add_argument_group('configuration')
+    g.add_argument('--config', default=None, help='a YAML config written by an earlier run (replaces --preset)')
+    g.add_argument('--preset', default='demo', choices=list(PRESETS), help='starting settings (default: demo)')
+    g.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                   help='override any config field, e.g. --set train.warmup_epochs=5 --set model.small_input=false')
+    g.add_argument('--out-dir', default=None, help='run folder; stage k writes to OUT_DIR/stage{k} (default: runs/topocl)')
+    g = p.add_argument_group('shortcuts for common fields')
+    g.add_argument('--dataset', default=None, help="'synthetic', a MedMNIST 2D flag, 'isic2019' or 'kvasir'")
+    g.add_argument('--root', default=None, help='data folder; default: TOPOCL_DATA')
+    g.add_argument('--size', type=int, default=None, help='image side in pixels')
+    g.add_argument('--method', default=None, choices=['simclr', 'mocov3', 'byol', 'dino', 'barlowtwins'])
+    g.add_argument('--arch', default=None, choices=['resnet18', 'resnet50'], help='visual backbone')
+    g.add_argument('--epochs', type=int, default=None, help='epochs of each stage')
+    g.add_argument('--batch-size', type=int, default=None, help='global batch size')
+    g.add_argument('--lr', type=float, default=None, help='AdamW peak learning rate')
+    g.add_argument('--seed', type=int, default=None)
+    g.add_argument('--device', default=None, help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    g.add_argument('--workers', type=int, default=None, help='DataLoader workers per process')
+    g.add_argument('--roi', default=None, choices=['otsu', 'full', 'sam'], help='ROI extractor for the diagrams')
+    g.add_argument('--calibration', default=None, help='a calibration JSON (default: calibrate on the training images)')
+
+# %% ../nbs/50_cli.ipynb #0016
+def cmd_stage(args):
+    "Run one training stage; returns where its weights and metrics are."
+    r = train.train_stage(args.stage, config_from_args(args), resume=args.resume)
+    return dict(stage=r.stage, dir=str(r.dir), epochs_done=r.epochs_done, complete=r.complete,
+                weights=str(r.weights) if r.weights else None,
+                final_loss=r.metrics[-1]['loss'] if r.metrics else None)
+
+def _add_stages(sub):
+    for stage, name, what in ((1, 'pretrain-visual', 'stage 1: pretrain the visual encoder with standard augmentations (the baseline)'),
+                              (2, 'pretrain-topo', 'stage 2: pretrain the topology encoder on diagrams of topology-aware views'),
+                              (3, 'finetune', 'stage 3: fine-tune both encoders with the MoE fusion (needs stages 1 and 2)')):
+        p = sub.add_parser(name, help=what, description=what[0].upper() + what[1:] + '.')
+        _add_train_args(p)
+        p.add_argument('--resume', action='store_true', help="continue from the stage's last checkpoint")
+        p.set_defaults(func=cmd_stage, stage=stage)
+
+# %% ../nbs/50_cli.ipynb #0018
+def cmd_probe(args):
+    "Linear-probe a checkpoint on a data set: test ACC and AUC of the classifier chosen on val."
+    return evaluate.probe_checkpoint(args.checkpoint, dataset=args.dataset, root=args.root, size=args.size,
+                                     kind=args.kind, limit=args.limit, seed=args.seed, device=args.device,
+                                     probe_kw=dict(epochs=args.epochs), cache_dir=args.cache_dir)
+
+def _add_probe(sub):
+    p = sub.add_parser('probe', help='linear probe of a trained checkpoint (ACC and AUC on test, chosen on val)',
+                       description='Train a linear classifier on frozen features of a checkpoint (visual features '
+                                   'for stage 1, the fused MoE representation for stage 3), choose its epoch and '
+                                   'settings on the validation split, and report test accuracy and macro AUC once.')
+    p.add_argument('checkpoint', help='weights written by a stage (stage1/visual.pt, stage3/topocl.pt, ...)')
+    p.add_argument('--dataset', default=None, help="data set to probe on (default: the run's own)")
+    p.add_argument('--root', default=None, help='data folder; default: the run\'s, else TOPOCL_DATA')
+    p.add_argument('--size', type=int, default=None, help="image side (default: the run's)")
+    p.add_argument('--kind', default=None, choices=['visual', 'topology', 'fused'], help="features (default: the checkpoint's)")
+    p.add_argument('--limit', type=int, default=None, help='at most this many images per split')
+    p.add_argument('--epochs', type=int, default=100, help='epochs of the linear classifier')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--device', default=None)
+    p.add_argument('--cache-dir', default=None, help='cache for ROI masks and diagrams')
+    p.set_defaults(func=cmd_probe)
+
+# %% ../nbs/50_cli.ipynb #0020
+def cmd_run(args):
+    "A whole experiment; prints the baseline-vs-TopoCL table and returns the files written."
+    res = pipeline.run_experiment(config_from_args(args), seeds=args.seeds, out_dir=args.out_dir,
+                                  probe_kw=dict(epochs=args.probe_epochs), limit=args.limit, resume=not args.restart)
+    return dict(files=res['files'], seconds=round(res['seconds'], 1))
+
+def cmd_demo(args):
+    "The demo: the whole pipeline on synthetic data, on CPU; prints the table."
+    res = pipeline.demo(args.out_dir, seeds=args.seeds, epochs=args.epochs, method=args.method)
+    return dict(files=res['files'], seconds=round(res['seconds'], 1))
+
+def _add_run(sub):
+    p = sub.add_parser('run', help='everything for one data set and method: stages, probes, tables, t-tests',
+                       description='Train the three stages for each seed, probe the baseline (stage 1) and TopoCL '
+                                   '(stage 3), and write results/summary/comparison tables (JSON and CSV) and the '
+                                   'gate plot to --out-dir.')
+    _add_train_args(p)
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='one full pipeline per seed (default: 0 1 2)')
+    p.add_argument('--probe-epochs', type=int, default=100, help='epochs of the linear probe')
+    p.add_argument('--limit', type=int, default=None, help='probe on at most this many images per split')
+    p.add_argument('--restart', action='store_true', help='retrain stages that a previous run finished')
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser('demo', help='the whole pipeline on the embedded synthetic data (CPU, minutes)',
+                       description='Calibration, ROIs, diagrams, the three stages and the probes of baseline and '
+                                   'TopoCL on the synthetic topology data set; prints accuracy and AUC of both.')
+    p.add_argument('--out-dir', default='runs/demo', help='where everything is written (default: runs/demo)')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0], help='seeds (two or more add a paired t-test)')
+    p.add_argument('--epochs', type=int, default=None, help='epochs per stage (default: the demo preset)')
+    p.add_argument('--method', default='simclr', choices=['simclr', 'mocov3', 'byol', 'dino', 'barlowtwins'])
+    p.set_defaults(func=cmd_demo)
+
+# %% ../nbs/50_cli.ipynb #0022
 def build_parser()->argparse.ArgumentParser:
     "The `topocl` argument parser with every sub-command."
     parser = argparse.ArgumentParser(prog='topocl', description='Topological contrastive learning for medical images.')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for add in (_add_data, _add_roi, _add_calibrate): add(sub)
+    for add in (_add_data, _add_roi, _add_calibrate, _add_stages, _add_probe, _add_run): add(sub)
     return parser
 
 def main(argv:list|None=None)->int:
@@ -111,3 +233,5 @@ def main(argv:list|None=None)->int:
         print(f'topocl {args.command}: error: {e}', file=sys.stderr); return 2
     if result is not None: _print_json(result)
     return 0
+
+if __name__ == '__main__': sys.exit(main())   # `python -m topocl.cli` (and torchrun) run the same command

@@ -1,0 +1,55 @@
+"""The `topocl` console command end to end: a subprocess per call, as a user runs it."""
+import json, os, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+
+def topocl(*args, cwd=None, env=None, check=True):
+    "Run the installed console command; returns the CompletedProcess."
+    e = {**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})}
+    r = subprocess.run(['topocl', *map(str, args)], capture_output=True, text=True, cwd=cwd, env=e, timeout=600)
+    if check and r.returncode != 0: raise AssertionError(f'topocl {args} failed ({r.returncode}):\n{r.stderr[-3000:]}')
+    return r
+
+def test_help_lists_every_command():
+    out = topocl('--help').stdout
+    for cmd in ('data', 'roi', 'calibrate', 'pretrain-visual', 'pretrain-topo', 'finetune', 'probe', 'run', 'demo'):
+        assert cmd in out, cmd
+
+def test_data_info_on_real_breastmnist(medmnist_root):
+    info = json.loads(topocl('data', 'info', '--dataset', 'breastmnist', '--root', medmnist_root).stdout)
+    assert {s: v['count'] for s, v in info['splits'].items()} == {'train': 546, 'val': 78, 'test': 156}
+
+def test_missing_file_is_one_clear_line(tmp_path):
+    r = topocl('data', 'info', '--dataset', 'pathmnist', '--root', tmp_path, check=False)
+    assert r.returncode == 2
+    assert 'pathmnist' in r.stderr and str(tmp_path) in r.stderr and 'Traceback' not in r.stderr
+
+def test_bad_config_value_names_the_field(tmp_path):
+    r = topocl('pretrain-visual', '--preset', 'tiny', '--out-dir', tmp_path, '--lr', '-1', check=False)
+    assert r.returncode == 2 and 'train.lr' in r.stderr and 'Traceback' not in r.stderr
+    r = topocl('pretrain-visual', '--preset', 'tiny', '--out-dir', tmp_path, '--set', 'train.nope=1', check=False)
+    assert r.returncode == 2 and 'train.nope' in r.stderr
+
+def test_finetune_without_pretraining_names_the_stage(tmp_path):
+    r = topocl('finetune', '--preset', 'tiny', '--out-dir', tmp_path, check=False)
+    assert r.returncode == 2 and 'stage 1' in r.stderr and 'pretrain-visual' in r.stderr
+
+def test_roi_and_calibrate_on_synthetic(tmp_path):
+    env = {'TOPOCL_CACHE': str(tmp_path/'cache')}
+    roi = json.loads(topocl('roi', '--dataset', 'synthetic', '--split', 'val', '--quiet', env=env).stdout)
+    assert roi['images'] == 400 and roi['fallback'] == 0 and Path(roi['cache']).is_file()
+    r = topocl('calibrate', '--dataset', 'synthetic', '--n-images', 24, '--out', tmp_path/'cal.json', env=env)
+    assert (tmp_path/'cal.json').is_file() and 'admissible' in r.stdout
+
+def test_run_two_seeds_then_probe(tmp_path):
+    "`topocl run` on the tiny preset: stages, probes, tables; then `topocl probe` of the saved TopoCL model."
+    out = tmp_path/'run'
+    env = {'TOPOCL_CACHE': str(tmp_path/'cache')}
+    r = topocl('run', '--preset', 'tiny', '--out-dir', out, '--seeds', 0, 1, '--limit', 48, '--probe-epochs', 5, env=env)
+    assert 'TOPOCL' in r.stdout.upper() and 'ACC' in r.stdout
+    for f in ('results.csv', 'summary.csv', 'comparison.json', 'gates.png'): assert (out/f).is_file(), f
+    comp = json.loads((out/'comparison.json').read_text())
+    assert {c['metric'] for c in comp} == {'test_acc', 'test_auc'} and all(c['n_pairs'] == 2 for c in comp)
+    rec = json.loads(topocl('probe', out/'seed0'/'stage3'/'topocl.pt', '--limit', 48, '--epochs', 5, env=env).stdout)
+    assert rec['kind'] == 'fused' and 0 <= rec['test_acc'] <= 1 and set(rec['gate_mean']) >= {'visual', 'topology'}
