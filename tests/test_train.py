@@ -1,0 +1,227 @@
+"""Integration tests of topocl.train: config validation, exact resume, NaN handling, stage order, DDP on gloo."""
+import csv, json, os, subprocess, sys, textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from topocl import train as T
+
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv('TOPOCL_CACHE', str(tmp_path / 'cache'))  # ROI caches stay inside the test
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models on a small shared CPU: more threads only thrash
+    yield
+    torch.set_num_threads(n)
+
+
+def _states_equal(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        if torch.is_tensor(a[k]): assert torch.equal(a[k], b[k]), k
+        else: assert a[k] == b[k], k
+
+
+def _ckpt(res):
+    return torch.load(res.dir / 'checkpoint.pt', map_location='cpu', weights_only=False)
+
+
+# ---------------------------------------------------------------- config
+def test_bad_values_name_their_field(tmp_path):
+    cfg = T.tiny_config(tmp_path / 'run')
+    with pytest.raises(ValueError, match=r"train\.lr must be > 0, got -1"):
+        T.validate_config(T.apply_overrides(cfg, {'train.lr': -1}))
+    bad = T.apply_overrides(cfg, ['train.epochs=0', 'train.batch_size=1', 'data.split=test', 'roi.extractor=edges',
+                                  'method.name=swav', 'num_workers=-2', 'augment.view2=visual'])
+    with pytest.raises(ValueError) as e: T.validate_config(bad)
+    for field in ('train.epochs', 'train.batch_size', 'data.split', 'roi.extractor', 'method.name', 'num_workers',
+                  'augment.view2'):
+        assert field in str(e.value), field
+    with pytest.raises(ValueError, match=r"method\.params\.tau is not a simclr hyperparameter"):
+        T.validate_config(T.apply_overrides(cfg, {'method.params.tau': 0.1}))
+    with pytest.raises(ValueError, match=r"model\.arch"):
+        T.apply_overrides(cfg, {'model.arch': 'vgg11'})
+    with pytest.raises(ValueError, match=r"unknown config field train\.lrr"):
+        T.apply_overrides(cfg, {'train.lrr': 1.0})
+    with pytest.raises(ValueError, match=r"train\.epochs must be an integer"):
+        T.apply_overrides(cfg, {'train.epochs': 'many'})
+    # the trainer refuses before touching anything on disk
+    with pytest.raises(ValueError, match=r"train\.lr must be > 0"):
+        T.train_stage(1, cfg, {'train.lr': -1.0})
+    assert not (tmp_path / 'run').exists()
+
+
+def test_config_files(tmp_path):
+    cfg = T.apply_overrides(T.tiny_config(tmp_path / 'run'), ['train.lr=3e-4', 'method.params.temperature=0.2'])
+    assert cfg.train.lr == 3e-4 and cfg.method.params['temperature'] == 0.2
+    p = T.save_config(cfg, tmp_path / 'c.yaml')
+    assert T.load_config(p) == cfg
+    (tmp_path / 'partial.yaml').write_text('train:\n  lr: 1e-3\n  epochs: 3\n')   # YAML 1.1 reads 1e-3 as a string
+    c = T.load_config(tmp_path / 'partial.yaml')
+    assert c.train.lr == 1e-3 and c.train.epochs == 3 and c.data == T.DataConfig()
+    (tmp_path / 'typo.yaml').write_text('train:\n  learning_rate: 0.1\n')
+    with pytest.raises(ValueError, match=r"typo\.yaml.*unknown config field train\.learning_rate"):
+        T.load_config(tmp_path / 'typo.yaml')
+    (tmp_path / 'list.yaml').write_text('- 1\n- 2\n')
+    with pytest.raises(ValueError, match='must hold a mapping'): T.load_config(tmp_path / 'list.yaml')
+    with pytest.raises(FileNotFoundError, match='nope.yaml'): T.load_config(tmp_path / 'nope.yaml')
+
+
+# ---------------------------------------------------------------- resume
+@pytest.mark.parametrize('stage,method,workers', [(1, 'simclr', 0), (2, 'byol', 2)])
+def test_resume_reaches_the_same_weights(tmp_path, stage, method, workers):
+    "2 epochs in one go == 1 epoch, stop, resume to 2 (the resumed run also uses DataLoader workers)."
+    a = T.train_stage(stage, T.tiny_config(tmp_path / 'a', method=method, num_workers=0))
+    b_cfg = T.tiny_config(tmp_path / 'b', method=method, num_workers=workers)
+    part = T.train_stage(stage, b_cfg, max_epochs=1)
+    assert not part.complete and part.weights is None and _ckpt(part)['epoch'] == 1
+    b = T.train_stage(stage, b_cfg, resume=True)
+    assert b.complete and b.epochs_done == 2
+    ca, cb = _ckpt(a), _ckpt(b)
+    _states_equal(ca['method'], cb['method'])          # encoder, heads, momentum target
+    _states_equal(ca['optimizer']['state'][0], cb['optimizer']['state'][0])
+    assert ca['scheduler'] == cb['scheduler']
+    assert [r['loss'] for r in ca['metrics']] == [r['loss'] for r in cb['metrics']]
+    # the saved weights load back through topocl.model
+    from topocl.model import load_checkpoint
+    m = load_checkpoint(b.weights)
+    assert m.config.kind == T.STAGE_KINDS[stage]
+    rows = list(csv.DictReader(open(b.dir / 'metrics.csv')))
+    assert [int(r['epoch']) for r in rows] == [1, 2] and set(rows[0]) == set(T.METRIC_COLUMNS)
+    assert T.load_config(b.dir / 'config.yaml').train == b_cfg.train
+    # a finished stage is not trained again
+    again = T.train_stage(stage, b_cfg, resume=True)
+    assert again.complete and os.path.getmtime(b.weights) == os.path.getmtime(again.weights)
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    cfg = T.tiny_config(tmp_path / 'r', epochs=2)
+    T.train_stage(1, cfg, max_epochs=1)
+    with pytest.raises(ValueError, match=r"config changed in .*train\.lr"):
+        T.train_stage(1, cfg, {'train.lr': 0.5}, resume=True)
+    T.train_stage(1, cfg, {'num_workers': 1}, resume=True)   # workers may change
+
+
+# ---------------------------------------------------------------- NaN
+class NaNAt(T.Trainer):
+    "Injects a NaN loss at one (epoch, step), both 1-based."
+    at = (2, 1)
+    def compute_loss(self, batch):
+        loss = super().compute_loss(batch)
+        self.calls = getattr(self, 'calls', 0) + 1
+        steps = len(self.parts.dataset) // self.cfg.train.batch_size
+        if (self.calls - 1) // steps + 1 == self.at[0] and (self.calls - 1) % steps + 1 == self.at[1]:
+            loss = loss * float('nan')
+        return loss
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = T.tiny_config(tmp_path / 'n', epochs=3)
+    with pytest.raises(T.NonFiniteLossError, match=r"stage 1: loss is nan at epoch 2, step 1/2") as e:
+        NaNAt(1, cfg).fit()
+    assert 'checkpoint.pt (epoch 1)' in str(e.value)
+    d = T.stage_dir(cfg, 1)
+    ck = torch.load(d / 'checkpoint.pt', weights_only=False)
+    assert ck['epoch'] == 1 and all(torch.isfinite(v).all() for v in ck['method'].values() if v.is_floating_point())
+    assert len(list(csv.DictReader(open(d / 'metrics.csv')))) == 1
+    assert not (d / 'visual.pt').exists()
+    res = T.train_stage(1, cfg, resume=True)   # the run goes on from the good checkpoint
+    assert res.complete and res.epochs_done == 3
+
+
+def test_nan_in_first_epoch(tmp_path):
+    cfg = T.tiny_config(tmp_path / 'n1')
+    NaNAt.at = (1, 2)
+    try:
+        with pytest.raises(T.NonFiniteLossError, match='epoch 1, step 2/2.*no checkpoint was written'):
+            NaNAt(1, cfg).fit()
+    finally: NaNAt.at = (2, 1)
+    assert not (T.stage_dir(cfg, 1) / 'checkpoint.pt').exists()
+
+
+# ---------------------------------------------------------------- stage order
+def test_stage3_needs_stages_1_and_2(tmp_path):
+    cfg = T.tiny_config(tmp_path / 's', epochs=1)
+    with pytest.raises(FileNotFoundError, match=r"stage 3 .*needs stage 1.*run stage 1 \(visual pretraining"):
+        T.finetune(cfg)
+    T.pretrain_visual(cfg)
+    with pytest.raises(FileNotFoundError, match=r"needs stage 2.*run stage 2 \(topology pretraining"):
+        T.finetune(cfg)
+    T.train_stage(2, cfg, {'train.epochs': 2}, max_epochs=1)   # unfinished
+    with pytest.raises(FileNotFoundError, match=r"stage 2 \(topology pretraining\) has not finished"):
+        T.finetune(cfg)
+    with pytest.raises(FileNotFoundError, match=r"topology_ckpt=.*nowhere.pt does not exist"):
+        T.finetune(cfg, {'topology_ckpt': str(tmp_path / 'nowhere.pt')})
+    T.pretrain_topology(cfg)
+    res = T.finetune(cfg)
+    from topocl.model import load_checkpoint
+    m = load_checkpoint(res.weights)
+    assert m.config.kind == 'fused'
+    # stage 3 starts from both pretrained encoders
+    start = T.build_stage(3, T.apply_overrides(cfg, {'model.kind': 'fused'})).method.encoder
+    for part, stage in (('visual', 1), ('topology', 2)):
+        _states_equal(getattr(start, part).state_dict(),
+                      getattr(load_checkpoint(T.stage_dir(cfg, stage) / T.STAGE_FILES[stage]), part).state_dict())
+
+
+# ---------------------------------------------------------------- DDP
+DDP_SCRIPT = textwrap.dedent('''
+    import json, os, sys, torch
+    torch.set_num_threads(1)
+    import lightly.utils.dist as ldist
+    from topocl import train
+    gathered = []
+    _gather = ldist.gather
+    def spy(x):
+        out = _gather(x); gathered.append([tuple(t.shape) for t in out]); return out
+    ldist.gather = spy
+    batches = []
+    class Spy(train.Trainer):
+        def compute_loss(self, batch):
+            batches.append(len(batch[0])); return super().compute_loss(batch)
+    tr = Spy(int(sys.argv[2]), train.load_config(sys.argv[1]))
+    res = tr.fit()
+    params = dict(tr.method.named_parameters())   # buffers (BN running stats) stay per process on CPU
+    out = dict(rank=int(os.environ['RANK']), world=int(os.environ['WORLD_SIZE']), batches=batches,
+               gathered=gathered[:2], complete=res.complete,
+               checksum={k: float(v.detach().double().sum()) for k, v in params.items()})
+    json.dump(out, open(os.path.join(sys.argv[3], f"rank{out['rank']}.json"), 'w'))
+''')
+
+
+def test_ddp_two_gloo_processes(tmp_path):
+    cfg = T.tiny_config(tmp_path / 'ddp', n_train=32, epochs=2, batch_size=16)
+    T.save_config(cfg, tmp_path / 'cfg.yaml')
+    (tmp_path / 'ddp_run.py').write_text(DDP_SCRIPT)
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TOPOCL_CACHE': str(tmp_path / 'cache')}
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+           str(tmp_path / 'ddp_run.py'), str(tmp_path / 'cfg.yaml'), '1', str(tmp_path)]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    r0, r1 = (json.load(open(tmp_path / f'rank{r}.json')) for r in (0, 1))
+    assert r0['world'] == r1['world'] == 2 and r0['complete'] and r1['complete']
+    # each process takes half of the global batch, for 32 / 16 = 2 steps per epoch
+    assert r0['batches'] == r1['batches'] == [8] * 4
+    # SimCLR's negatives come from both processes
+    assert r0['gathered'] and all(len(g) == 2 for g in r0['gathered'])
+    # gradients were averaged: both processes hold the same parameters
+    assert r0['checksum'] == r1['checksum']
+    # rank 0 alone wrote checkpoint, config and one CSV row per epoch
+    d = T.stage_dir(cfg, 1)
+    assert [r['epoch'] for r in csv.DictReader(open(d / 'metrics.csv'))] == ['1', '2']
+    ck = torch.load(d / 'checkpoint.pt', weights_only=False)
+    assert ck['world_size'] == 2 and len(ck['rng']) == 2 and ck['epoch'] == 2
+    assert p.stdout.count('epoch 2/2') == 1   # one process logs
+
+
+# ---------------------------------------------------------------- real data
+def test_topology_stage_on_breastmnist(tmp_path, medmnist_root):
+    "Stage 2 (ROIs, calibration, on-the-fly diagrams) on 32 real BreastMNIST images."
+    cfg = T.apply_overrides(T.tiny_config(tmp_path / 'b', epochs=1),
+                            {'data.name': 'breastmnist', 'data.root': str(medmnist_root), 'data.options': {},
+                             'data.max_samples': 32})
+    res = T.pretrain_topology(cfg)
+    assert res.complete and np.isfinite(res.metrics[-1]['loss'])
