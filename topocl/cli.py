@@ -184,15 +184,13 @@ def _add_probe(sub):
 
 # %% ../nbs/50_cli.ipynb #0020
 def cmd_run(args):
-    "A whole experiment; prints the baseline-vs-TopoCL table and returns the files written."
-    res = pipeline.run_experiment(config_from_args(args), seeds=args.seeds, out_dir=args.out_dir,
-                                  probe_kw=dict(epochs=args.probe_epochs), limit=args.limit, resume=not args.restart)
-    return dict(files=res['files'], seconds=round(res['seconds'], 1))
+    "A whole experiment; prints the baseline-vs-TopoCL table and where the files are."
+    pipeline.run_experiment(config_from_args(args), seeds=args.seeds, out_dir=args.out_dir,
+                            probe_kw=dict(epochs=args.probe_epochs), limit=args.limit, resume=not args.restart)
 
 def cmd_demo(args):
     "The demo: the whole pipeline on synthetic data, on CPU; prints the table."
-    res = pipeline.demo(args.out_dir, seeds=args.seeds, epochs=args.epochs, method=args.method)
-    return dict(files=res['files'], seconds=round(res['seconds'], 1))
+    pipeline.demo(args.out_dir, seeds=args.seeds, epochs=args.epochs, method=args.method)
 
 def _add_run(sub):
     p = sub.add_parser('run', help='everything for one data set and method: stages, probes, tables, t-tests',
