@@ -1,14 +1,16 @@
 # The README's test command: every notebook's lesson cells, then the pytest integration suite.
 .PHONY: test test-slow export clean bench
 
+# one torch/OpenMP thread per process: two notebooks run at once, and oversubscribed threads
+# made the suite several times slower on 2 cores
 test:
-	nbdev_test --n_workers 2 --timing
-	pytest -q
+	OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing
+	OMP_NUM_THREADS=1 pytest -q
 
 # also the cells and tests marked slow (minutes on 2 cores)
 test-slow:
-	nbdev_test --n_workers 2 --timing --flags slow
-	pytest -q --runslow
+	OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing --flags slow
+	OMP_NUM_THREADS=1 pytest -q --runslow
 
 export:
 	python scripts/make_readme.py
