@@ -1,5 +1,5 @@
 # The README's test command: every notebook's lesson cells, then the pytest integration suite.
-.PHONY: test test-slow export clean bench
+.PHONY: test test-slow export bench
 
 # one torch/OpenMP thread per process: two notebooks run at once, and oversubscribed threads
 # made the suite several times slower on 2 cores

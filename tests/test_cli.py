@@ -53,3 +53,16 @@ def test_run_two_seeds_then_probe(tmp_path):
     assert {c['metric'] for c in comp} == {'test_acc', 'test_auc'} and all(c['n_pairs'] == 2 for c in comp)
     rec = json.loads(topocl('probe', out/'seed0'/'stage3'/'topocl.pt', '--limit', 48, '--epochs', 5, env=env).stdout)
     assert rec['kind'] == 'fused' and 0 <= rec['test_acc'] <= 1 and set(rec['gate_mean']) >= {'visual', 'topology'}
+
+def test_papermill_experiment_notebook(tmp_path, monkeypatch):
+    "The experiment notebook runs under papermill with tiny parameters and leaves its tables behind."
+    import papermill as pm
+    nb = Path(__file__).resolve().parents[1]/'nbs'/'experiments'/'run.ipynb'
+    out = tmp_path/'exp'
+    monkeypatch.setenv('TOPOCL_CACHE', str(tmp_path/'cache'))
+    pm.execute_notebook(str(nb), str(tmp_path/'run-out.ipynb'), kernel_name='python3', progress_bar=False,
+                        parameters=dict(preset='tiny', epochs=2, seeds=[0, 1], limit=48, probe_epochs=5,
+                                        out_dir=str(out), backbone='resnet18'))
+    comp = json.loads((out/'comparison.json').read_text())
+    assert {c['metric'] for c in comp} == {'test_acc', 'test_auc'}
+    assert 'topocl run --preset tiny' in (tmp_path/'run-out.ipynb').read_text()
