@@ -15,16 +15,16 @@ from sklearn.isotonic import IsotonicRegression
 import torch
 from torchvision.transforms import v2
 import topocl
-from .data import save_json_atomic
+from .data import as_float_image, save_json_atomic, to_gray
 from .persistence import Diagram, cubical_persistence, relative_bottleneck
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'VISUAL_PRESETS', 'TOPO_OPS', 'DEFAULT_BANDS', 'DEFAULT_OPS', 'DEFAULT_COMBOS',
            'DEFAULT_T_GRID', 'CALIBRATION_FORMAT', 'CALIBRATION_VERSION', 'to_tensor_image', 'channel_stats',
-           'VisualAugment', 'visual_augment', 'as_float_image', 'op_flip', 'op_rot90', 'op_rotate', 'op_noise',
-           'op_blur', 'op_contrast', 'op_brightness', 'op_dilation', 'op_erosion', 'TopoOp', 'apply_ops', 'view_r',
-           'entry_key', 'Calibration', 'calibrate', 'plot_calibration', 'TopoAugment', 'validate', 'band_summary',
-           'default_calibration_path', 'run_calibration']
+           'VisualAugment', 'visual_augment', 'op_flip', 'op_rot90', 'op_rotate', 'op_noise', 'op_blur', 'op_contrast',
+           'op_brightness', 'op_dilation', 'op_erosion', 'TopoOp', 'apply_ops', 'view_r', 'entry_key', 'Calibration',
+           'calibrate', 'plot_calibration', 'TopoAugment', 'validate', 'band_summary', 'default_calibration_path',
+           'run_calibration']
 
 # %% ../nbs/03_augment.ipynb #0006
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -113,25 +113,6 @@ def visual_augment(size:int, # output side in pixels
     return VisualAugment(size, channels, strength, normalize, scale)
 
 # %% ../nbs/03_augment.ipynb #0011
-_LUMA32 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-def as_float_image(image, # uint8, bool or float in [0,1]; (H,W), (H,W,1) or (H,W,3)
-                   name:str='image', # what to call it in error messages
-                  ) -> np.ndarray: # float32 (H,W) or (H,W,3) in [0,1]
-    "An image as float32 in [0, 1], refusing values outside that range."
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[2] == 1: a = a[..., 0]
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
-        raise ValueError(f"{name}: expected shape (H,W) or (H,W,3), got {a.shape}")
-    if a.dtype == np.uint8: return a.astype(np.float32) / np.float32(255)
-    if a.dtype == np.bool_: return a.astype(np.float32)
-    if not np.issubdtype(a.dtype, np.floating): raise ValueError(f"{name}: unsupported dtype {a.dtype}; use uint8, bool or float in [0,1]")
-    f = a.astype(np.float32)
-    if not np.isfinite(f).all(): raise ValueError(f"{name}: contains NaN or infinite values")
-    if f.size and (f.min() < 0 or f.max() > 1): raise ValueError(f"{name}: float values must lie in [0, 1], got [{f.min():g}, {f.max():g}]")
-    return f
-
-def _luma(x): return x if x.ndim == 2 else x @ _LUMA32
 def _sign(rng): return 1.0 if rng.random() < 0.5 else -1.0
 
 def op_flip(x, m, intensity, rng):
@@ -165,7 +146,7 @@ def op_blur(x, m, sigma, rng):
 def op_contrast(x, m, d, rng):
     "Contrast factor (1 + `d`) or 1 / (1 + `d`) around the mean luma, clipped."
     if d <= 0: return x, m
-    f = (1.0 + d) ** _sign(rng); mu = float(_luma(x).mean())
+    f = (1.0 + d) ** _sign(rng); mu = float(to_gray(x).mean())
     return np.clip(mu + np.float32(f) * (x - mu), 0, 1).astype(np.float32), m
 
 def op_brightness(x, m, b, rng):

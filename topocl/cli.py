@@ -232,4 +232,6 @@ def main(argv:list|None=None)->int:
     if result is not None: _print_json(result)
     return 0
 
-if __name__ == '__main__': sys.exit(main())   # `python -m topocl.cli` (and torchrun) run the same command
+# %% ../nbs/50_cli.ipynb #0024
+#| eval: false
+if __name__ == '__main__': sys.exit(main())

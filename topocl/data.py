@@ -5,6 +5,7 @@
 # %% ../nbs/00_data.ipynb #0002
 from __future__ import annotations
 import os, json, zipfile, zlib, tempfile, hashlib, csv
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 import numpy as np
@@ -14,12 +15,13 @@ import torch
 from medmnist.info import INFO as MEDMNIST_INFO
 
 # %% auto #0
-__all__ = ['SYNTHETIC_CLASSES', 'SYNTHETIC_SIZES', 'SYNTHETIC_VERSION', 'SPLITS', 'MEDMNIST_FLAGS', 'MEDMNIST_SIZES',
+__all__ = ['BT601', 'SYNTHETIC_CLASSES', 'SYNTHETIC_SIZES', 'SYNTHETIC_VERSION', 'SPLITS', 'MEDMNIST_FLAGS', 'MEDMNIST_SIZES',
            'ISIC2019_CLASSES', 'ISIC2019_CSV', 'ISIC2019_IMAGES', 'KVASIR_CLASSES', 'IMAGE_SUFFIXES', 'DATASETS',
-           'default_cache_dir', 'data_root', 'save_npy_atomic', 'save_json_atomic', 'SyntheticSet', 'make_synthetic',
-           'synthetic_dir', 'load_synthetic', 'save_synthetic', 'medmnist_file', 'load_medmnist', 'make_fake_medmnist',
-           'isic2019_items', 'kvasir_items', 'stratified_split', 'load_isic2019', 'load_kvasir', 'make_fake_isic2019',
-           'make_fake_kvasir', 'load_dataset', 'ImageDataset', 'describe_dataset', 'prepare_dataset']
+           'default_cache_dir', 'data_root', 'atomic_write', 'save_npy_atomic', 'save_json_atomic', 'as_float_image',
+           'to_float', 'to_gray', 'SyntheticSet', 'make_synthetic', 'synthetic_dir', 'load_synthetic', 'save_synthetic',
+           'medmnist_file', 'load_medmnist', 'make_fake_medmnist', 'isic2019_items', 'kvasir_items', 'stratified_split',
+           'load_isic2019', 'load_kvasir', 'make_fake_isic2019', 'make_fake_kvasir', 'load_dataset', 'ImageDataset',
+           'describe_dataset', 'prepare_dataset']
 
 # %% ../nbs/00_data.ipynb #0006
 def default_cache_dir()->Path:
@@ -33,32 +35,72 @@ def data_root(root:str|Path|None=None)->Path:
     return Path(root)
 
 # %% ../nbs/00_data.ipynb #0007
-def _atomic_path(dest:Path):
-    "A fresh temporary file beside `dest` (same folder, so `os.replace` is atomic)."
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.', suffix='.tmp')
-    os.close(fd); return Path(tmp)
+@contextmanager
+def atomic_write(path:str|Path,  # destination file; its folder is created if needed
+                 mode:str='wb',  # 'wb' for bytes, 'w' for text
+                 fsync:bool=False, # flush to disk before the rename (survives a power cut, not only a crash)
+                ):
+    "Yield a file open on a temporary name beside `path`; `os.replace` it onto `path` on success, remove it on any error."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)  # reopened by name so that `f.name` is the temporary path (np.lib.format.open_memmap needs one)
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            if fsync: f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp): os.unlink(tmp)
+        raise
 
 def save_npy_atomic(path:str|Path,    # destination `.npy` file
                     arr:np.ndarray,    # array to save (never pickled)
                    )->Path:
     "Save `arr` as `.npy` through a temporary file and a rename."
-    path = Path(path); tmp = _atomic_path(path)
-    try:
-        with open(tmp, 'wb') as f: np.save(f, np.asarray(arr), allow_pickle=False)
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
-    return path
+    with atomic_write(path) as f: np.save(f, np.asarray(arr), allow_pickle=False)
+    return Path(path)
 
 def save_json_atomic(path:str|Path, obj)->Path:
     "Write `obj` as JSON through a temporary file and a rename."
-    path = Path(path); tmp = _atomic_path(path)
-    try:
-        tmp.write_text(json.dumps(obj, indent=1)); os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
-    return path
+    with atomic_write(path, 'w') as f: f.write(json.dumps(obj, indent=1))
+    return Path(path)
 
-# %% ../nbs/00_data.ipynb #0010
+# %% ../nbs/00_data.ipynb #0012
+BT601 = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma weights of R, G, B
+
+def as_float_image(image, # one image: (H,W), (H,W,1) or (H,W,3); uint8, bool or float in [0,1]
+                   name:str='image', # what to call it in error messages
+                   dtype=np.float32, # np.float32, or np.float64 where precision matters
+                  )->np.ndarray: # (H,W) or (H,W,3) of `dtype`, in [0, 1]
+    "An image as float in [0, 1]: uint8 scaled by 1/255, bool as 0/1, float checked; a ValueError naming the problem."
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1: a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise ValueError(f"{name}: expected shape (H, W) or (H, W, 3), got {a.shape}")
+    if a.dtype == np.uint8: return a.astype(dtype) / dtype(255)
+    if a.dtype == np.bool_: return a.astype(dtype)
+    if not np.issubdtype(a.dtype, np.floating): raise ValueError(f"{name}: unsupported dtype {a.dtype}; use uint8, bool or float in [0, 1]")
+    f = a.astype(dtype)
+    if not np.isfinite(f).all(): raise ValueError(f"{name}: contains NaN or infinite values")
+    if f.size and (f.min() < 0 or f.max() > 1): raise ValueError(f"{name}: float values must lie in [0, 1], got [{f.min():g}, {f.max():g}]")
+    return f
+
+def to_float(x:np.ndarray, # an image or stack, already validated
+             dtype=np.float32, # the float type wanted
+            )->np.ndarray:
+    "uint8 -> float in [0, 1]; float images are cast to `dtype`."
+    return x.astype(dtype) / dtype(255) if x.dtype == np.uint8 else x.astype(dtype)
+
+def to_gray(x:np.ndarray, # an image or stack, float or uint8, already validated
+            rgb:bool|None=None, # whether the last axis holds RGB; default: a single (H,W,3) image
+            dtype=np.float32, # the float type wanted
+           )->np.ndarray:
+    "Gray level in [0, 1]: BT.601 luma of RGB, the scaled intensity of gray."
+    if rgb is None: rgb = x.ndim == 3 and x.shape[-1] == 3
+    x = to_float(x, dtype)
+    return (x @ BT601.astype(dtype)) if rgb else x
+
+# %% ../nbs/00_data.ipynb #0015
 SYNTHETIC_CLASSES = ('one blob', 'two or three blobs', 'one ring', 'two rings or ring and blob')
 _SYN_TOPOLOGY = {0: ({1}, {0}), 1: ({2, 3}, {0}), 2: ({1}, {1}), 3: ({2}, {1, 2})}  # class -> (components, holes)
 
@@ -68,7 +110,7 @@ class SyntheticSet(NamedTuple):
     labels: np.ndarray  # int64 (N,)
     masks: np.ndarray   # bool (N,H,W), True = foreground
 
-# %% ../nbs/00_data.ipynb #0011
+# %% ../nbs/00_data.ipynb #0016
 def _count_topology(mask):
     "Components (8-connected) and holes (4-connected background parts off the border) of a bool mask."
     _, ncomp = ndimage.label(mask, structure=np.ones((3, 3)))
@@ -125,7 +167,7 @@ def _synthetic_image(rng, mask, rgb):
         img = off + img[..., None]*wts + rng.normal(0, 2, (size, size, 3))
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
-# %% ../nbs/00_data.ipynb #0012
+# %% ../nbs/00_data.ipynb #0017
 def _synthetic_labels(n, seed, n_classes):
     "Balanced labels in a seeded random order."
     return np.random.default_rng([seed, 0xC1A55]).permutation(np.arange(n) % n_classes).astype(np.int64)
@@ -157,7 +199,7 @@ def make_synthetic(n:int,            # number of images
         masks[i], images[i] = m, _synthetic_image(rng, m, rgb)
     return SyntheticSet(images, labels, masks)
 
-# %% ../nbs/00_data.ipynb #0024
+# %% ../nbs/00_data.ipynb #0029
 SYNTHETIC_SIZES = {'train': 2000, 'val': 400, 'test': 400}
 SYNTHETIC_VERSION = 1  # bump whenever the generator's output changes
 SPLITS = ('train', 'val', 'test')
@@ -174,7 +216,7 @@ def _synthetic_files(split, **kw):
     d = synthetic_dir(**kw)
     return [d/f'{split}_{k}.npy' for k in SyntheticSet._fields]
 
-# %% ../nbs/00_data.ipynb #0025
+# %% ../nbs/00_data.ipynb #0030
 def load_synthetic(split:str,           # 'train', 'val' or 'test'
                    size:int=28,         # side length in pixels
                    rgb:bool=False,      # RGB instead of gray
@@ -208,7 +250,7 @@ def save_synthetic(split:str, size:int=28, rgb:bool=False, seed:int=0, n:int|Non
     files = _synthetic_files(split, size=size, rgb=rgb, seed=seed, n_classes=n_classes, cache_dir=cache_dir)
     return [save_npy_atomic(f, a) for f, a in zip(files, s)]
 
-# %% ../nbs/00_data.ipynb #0028
+# %% ../nbs/00_data.ipynb #0033
 MEDMNIST_FLAGS = tuple(k for k in MEDMNIST_INFO if k.endswith('mnist'))  # the 2D flags (3D flags end in 'mnist3d')
 MEDMNIST_SIZES = (28, 64, 128, 224)
 
@@ -221,7 +263,7 @@ def medmnist_file(flag:str, size:int=28, root=None)->Path:
     _check_flag_size(flag, size)
     return data_root(root)/(f'{flag}.npz' if size == 28 else f'{flag}_{size}.npz')
 
-# %% ../nbs/00_data.ipynb #0031
+# %% ../nbs/00_data.ipynb #0036
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError)
 
 class _Npz:
@@ -259,18 +301,14 @@ class _Npz:
         "Stream a member to `dest` (atomically) in `chunk`-byte pieces; checks the byte count against its header."
         shape, _, dtype, hlen = self.header(key)
         expected = hlen + int(np.prod(shape))*dtype.itemsize
-        tmp = _atomic_path(Path(dest))
         try:
-            with self.zf.open(key + '.npy') as src, open(tmp, 'wb') as out:
+            with self.zf.open(key + '.npy') as src, atomic_write(dest) as out:
                 while buf := src.read(chunk): out.write(buf)
-                written = out.tell()
-            if written != expected: raise ValueError(f'{written} bytes where its header needs {expected}')
-            os.replace(tmp, dest)
+                if out.tell() != expected: raise ValueError(f'{out.tell()} bytes where its header needs {expected}')
         except _ZIP_ERRORS as e: raise ValueError(f'{self.path}: member {key!r} is unreadable (truncated or corrupt?): {e}') from None
-        finally: tmp.unlink(missing_ok=True)
         return Path(dest)
 
-# %% ../nbs/00_data.ipynb #0032
+# %% ../nbs/00_data.ipynb #0037
 def _medmnist_labels(npz, flag, split, size):
     "Check the split's members against the flag's INFO; return the labels as int64 and the image count."
     info, ik, lk = MEDMNIST_INFO[flag], f'{split}_images', f'{split}_labels'
@@ -308,7 +346,7 @@ def _medmnist_cached_images(npz, key, flag, size, cache_dir):
         npz.copy_to_npy(key, dest); save_json_atomic(meta_path, meta)
     return np.load(dest, mmap_mode='r', allow_pickle=False)
 
-# %% ../nbs/00_data.ipynb #0033
+# %% ../nbs/00_data.ipynb #0038
 def load_medmnist(flag:str,             # a MedMNIST 2D flag, e.g. 'breastmnist' (see `MEDMNIST_FLAGS`)
                   split:str,            # 'train', 'val' or 'test'
                   root=None,            # folder holding the npz files; default $TOPOCL_DATA
@@ -331,7 +369,7 @@ def load_medmnist(flag:str,             # a MedMNIST 2D flag, e.g. 'breastmnist'
         images = _medmnist_cached_images(npz, key, flag, size, cache_dir) if (size >= 128 if mmap is None else mmap) else npz.read(key)
     return images, labels
 
-# %% ../nbs/00_data.ipynb #0035
+# %% ../nbs/00_data.ipynb #0040
 def make_fake_medmnist(root,                            # folder to write `<flag>[_<size>].npz` into
                        flag:str='breastmnist',          # which flag's format (channels, labels) to imitate
                        size:int=28,                     # 28, 64, 128 or 224
@@ -346,14 +384,10 @@ def make_fake_medmnist(root,                            # folder to write `<flag
         s = make_synthetic(n, size=size, rgb=info['n_channels'] == 3, seed=1000*seed + k, n_classes=min(4, n_cls))
         lab = np.eye(n_cls, dtype=np.uint8)[s.labels] if info['task'].startswith('multi-label') else s.labels[:, None]
         arrays[f'{split}_images'], arrays[f'{split}_labels'] = s.images, lab.astype(np.uint8)
-    tmp = _atomic_path(path)
-    try:
-        with open(tmp, 'wb') as f: (np.savez_compressed if compressed else np.savez)(f, **arrays)
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+    with atomic_write(path) as f: (np.savez_compressed if compressed else np.savez)(f, **arrays)
     return path
 
-# %% ../nbs/00_data.ipynb #0049
+# %% ../nbs/00_data.ipynb #0054
 ISIC2019_CLASSES = ('MEL', 'NV', 'BCC', 'AK', 'BKL', 'DF', 'VASC', 'SCC', 'UNK')
 ISIC2019_CSV, ISIC2019_IMAGES = 'ISIC_2019_Training_GroundTruth.csv', 'ISIC_2019_Training_Input'
 KVASIR_CLASSES = ('dyed-lifted-polyps', 'dyed-resection-margins', 'esophagitis', 'normal-cecum',
@@ -406,7 +440,7 @@ def kvasir_items(root:Path)->tuple:
         for stem, p in files.items(): ids.append(f'{c}/{p.name}'); paths.append(p); labels.append(k)
     return ids, paths, np.array(labels, np.int64), classes
 
-# %% ../nbs/00_data.ipynb #0050
+# %% ../nbs/00_data.ipynb #0055
 def stratified_split(labels:np.ndarray,            # one label per item
                      seed:int=0,                    # `random_state` of both splits
                      fractions:tuple=(.7, .1, .2),  # train, val, test
@@ -420,7 +454,7 @@ def stratified_split(labels:np.ndarray,            # one label per item
     train, val = train_test_split(rest, test_size=n_val, stratify=labels[rest], random_state=seed)
     return {'train': np.sort(train), 'val': np.sort(val), 'test': np.sort(test)}
 
-# %% ../nbs/00_data.ipynb #0052
+# %% ../nbs/00_data.ipynb #0057
 def _load_image(path:Path, size:int, crop:bool=False)->np.ndarray:
     "An image file as RGB uint8 (size,size,3)."
     try:
@@ -464,18 +498,15 @@ def _folder_dataset(name, items, root, split, size, cache_dir, seed, fractions, 
     sel, labels = sp[split]['ids'], np.array(sp[split]['labels'], np.int64)
     cache = cdir/f"{split}_seed{seed}_{size}px{'_crop' if crop else ''}.npy"
     if not cache.exists():
-        tmp = _atomic_path(cache)
-        try:
-            out = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.uint8, shape=(len(sel), size, size, 3))
+        with atomic_write(cache) as f:  # filled through a memory map of the temporary file, by name
+            out = np.lib.format.open_memmap(f.name, mode='w+', dtype=np.uint8, shape=(len(sel), size, size, 3))
             for i, k in enumerate(sel): out[i] = _load_image(path_of[k], size, crop)
             out.flush(); del out
-            os.replace(tmp, cache)
-        finally: tmp.unlink(missing_ok=True)
     images = np.load(cache, mmap_mode='r', allow_pickle=False)
     if len(images) != len(labels): raise ValueError(f'{cache}: {len(images)} cached images for {len(labels)} labels; delete it to rebuild')
     return images, labels
 
-# %% ../nbs/00_data.ipynb #0053
+# %% ../nbs/00_data.ipynb #0058
 def load_isic2019(split:str,                    # 'train', 'val' or 'test'
                   root=None,                    # the ISIC2019 folder; default $TOPOCL_DATA/isic2019
                   size:int=224,                 # output side length
@@ -500,7 +531,7 @@ def load_kvasir(split:str,                      # 'train', 'val' or 'test'
     root = Path(root) if root else data_root()/'kvasir-dataset-v2'
     return _folder_dataset('kvasir', kvasir_items(root), root, split, size, cache_dir, seed, fractions, crop)
 
-# %% ../nbs/00_data.ipynb #0055
+# %% ../nbs/00_data.ipynb #0060
 def _save_jpegs(paths, n, seed):
     s = make_synthetic(n, size=48, rgb=True, seed=seed)
     rng = np.random.default_rng(seed)
@@ -524,7 +555,7 @@ def make_fake_kvasir(root, n_per_class:int=10, classes:tuple=KVASIR_CLASSES[:3],
     _save_jpegs([root/c/f'img{i:03d}.jpg' for c in classes for i in range(n_per_class)], n_per_class*len(classes), seed)
     return root
 
-# %% ../nbs/00_data.ipynb #0062
+# %% ../nbs/00_data.ipynb #0067
 DATASETS = ('synthetic', *MEDMNIST_FLAGS, 'isic2019', 'kvasir')
 
 def _check_name(name):
@@ -544,7 +575,7 @@ def load_dataset(name:str,      # 'synthetic', a MedMNIST 2D flag, 'isic2019' or
     if name == 'kvasir': return load_kvasir(split, root, size=size, **kw)
     return load_medmnist(name, split, root=root, size=size, **kw)
 
-# %% ../nbs/00_data.ipynb #0065
+# %% ../nbs/00_data.ipynb #0070
 class ImageDataset(torch.utils.data.Dataset):
     "(image, label, index) items over uint8 images; `transform` maps the image (e.g. to a tensor or views)."
     def __init__(self, images:np.ndarray,  # uint8 (N,H,W) or (N,H,W,3), may be memory-mapped
@@ -562,7 +593,7 @@ class ImageDataset(torch.utils.data.Dataset):
         "The dataset of `load_dataset(name, split, root, size, **kw)`."
         return cls(*load_dataset(name, split, root, size, **kw), transform=transform)
 
-# %% ../nbs/00_data.ipynb #0068
+# %% ../nbs/00_data.ipynb #0073
 _OPTIONS = {'synthetic': {'rgb', 'seed', 'n_classes', 'n_train', 'n_val', 'n_test'},
             'isic2019': {'seed', 'fractions', 'crop', 'cache_dir'}, 'kvasir': {'seed', 'fractions', 'crop', 'cache_dir'}}
 
@@ -606,7 +637,7 @@ def describe_dataset(name:str, root=None, size:int=28,
             out['splits'][s] = dict(count=len(sp[s]['ids']), image_shape=[size, size, 3], dtype='uint8', label_counts=_label_counts(sp[s]['labels']))
     return out
 
-# %% ../nbs/00_data.ipynb #0069
+# %% ../nbs/00_data.ipynb #0074
 def _stamp(cache_dir:Path, name:str)->dict:
     "Modification times of the files of dataset `name` in the cache."
     dirs = [cache_dir/'synthetic'] if name == 'synthetic' else [cache_dir/'medmnist'/d.name for d in (cache_dir/'medmnist').glob(f'{name}_*')] \

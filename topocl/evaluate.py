@@ -265,25 +265,14 @@ def compare_variants(results, # records with dataset, method, variant, seed and 
     return pd.DataFrame(rows)
 
 # %% ../nbs/40_evaluate.ipynb #0041
-def _atomic_write(path:Path, text:str):
-    "Write `text` to `path` through a temporary file in the same folder and os.replace."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f: f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-
 def save_table(df:pd.DataFrame, # the table
                path, # destination without suffix (a suffix, if given, is replaced): writes path.json and path.csv
               ) -> tuple:
     "Write `df` atomically as `<path>.json` (records) and `<path>.csv`; return both paths."
     path = Path(path)
     jp, cp = path.with_suffix(".json"), path.with_suffix(".csv")
-    _atomic_write(jp, df.to_json(orient="records", indent=2, double_precision=15) + "\n")
-    _atomic_write(cp, df.to_csv(index=False))
+    with _data.atomic_write(jp, "w") as f: f.write(df.to_json(orient="records", indent=2, double_precision=15) + "\n")
+    with _data.atomic_write(cp, "w") as f: f.write(df.to_csv(index=False))
     return jp, cp
 
 # %% ../nbs/40_evaluate.ipynb #0044

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_model.ipynb #0002
 from __future__ import annotations
-import os, pickle, tempfile
+import pickle
 from dataclasses import dataclass, asdict, fields, replace
 from pathlib import Path
 import torch
@@ -12,6 +12,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 from .encoders import VisualEncoder, HierarchicalTopologyEncoder
 from .moe import MoEFusion, MoEOutput, EXPERTS
+from .data import atomic_write
 
 # %% auto #0
 __all__ = ['KINDS', 'ModelConfig', 'TopoCLModel', 'save_checkpoint', 'load_checkpoint', 'load_pretrained', 'count_parameters',
@@ -179,17 +180,10 @@ def save_checkpoint(model:TopoCLModel, # the model to save
                     extra:dict|None=None, # anything else to keep (tensors, numbers, strings, lists, dicts)
                    ) -> Path:
     "Atomically write `model`'s config and weights (and `extra`) to `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     payload = dict(format=_FORMAT, version=_VERSION, config=model.config.to_dict(),
                    state_dict=model.state_dict(), extra=extra)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f: torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-    return path
+    with atomic_write(path) as f: torch.save(payload, f)
+    return Path(path)
 
 TopoCLModel.save_checkpoint = save_checkpoint
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_persistence.ipynb #0002
 from __future__ import annotations
-import hashlib, json, math, os, tempfile, warnings
+import hashlib, json, math, os, warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import gudhi
+from .data import as_float_image, atomic_write, to_gray
 
 # %% auto #0
 __all__ = ['BACKENDS', 'Diagram', 'to_gray_float', 'filtration_values', 'diagram_of_filtration', 'cubical_persistence',
@@ -63,27 +64,13 @@ class Diagram:
                    _canonical(np.concatenate([d.h1 for d in diagrams] + [np.zeros((0, 2))])))
 
 # %% ../nbs/02_persistence.ipynb #0009
-_LUMA = np.array([0.299, 0.587, 0.114])
-
 def to_gray_float(image, # (H,W) or (H,W,3) uint8, bool or float in [0,1]
                   name:str='image', # what to call the input in error messages
                  ) -> np.ndarray: # float64 (H,W) in [0,1]
-    "One float64 channel in [0, 1] for persistent homology; ValueError on anything else."
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[2] == 1: a = a[..., 0]
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
-        raise ValueError(f"{name}: expected shape (H, W) or (H, W, 3), got {a.shape}")
-    if a.shape[0] == 0 or a.shape[1] == 0: raise ValueError(f"{name}: empty image of shape {a.shape}")
-    if a.dtype == np.uint8: f = a.astype(np.float64) / 255.0
-    elif a.dtype == np.bool_: f = a.astype(np.float64)
-    elif np.issubdtype(a.dtype, np.floating):
-        f = a.astype(np.float64)
-        if not np.isfinite(f).all(): raise ValueError(f"{name}: contains NaN or infinite values")
-        lo, hi = f.min(), f.max()
-        if lo < 0.0 or hi > 1.0: raise ValueError(f"{name}: float values must lie in [0, 1], got [{lo:g}, {hi:g}]")
-    else: raise ValueError(f"{name}: unsupported dtype {a.dtype}; use uint8, bool or float in [0, 1]")
-    if f.ndim == 3: f = np.clip(f @ _LUMA, 0.0, 1.0)
-    return f
+    "One float64 channel in [0, 1] for persistent homology; ValueError on anything else (NaN, range, dtype, empty)."
+    f = as_float_image(image, name, np.float64)
+    if f.shape[0] == 0 or f.shape[1] == 0: raise ValueError(f"{name}: empty image of shape {f.shape}")
+    return np.clip(to_gray(f, rgb=True, dtype=np.float64), 0.0, 1.0) if f.ndim == 3 else f
 
 # %% ../nbs/02_persistence.ipynb #0012
 BACKENDS = ('cripser', 'gudhi')
@@ -245,18 +232,6 @@ def multiscale_persistence(image, # (H,W) or (H,W,3); uint8, bool or float in [0
 # %% ../nbs/02_persistence.ipynb #0037
 _FORMAT = 1
 
-def _atomic_savez(path:Path, **arrays):
-    "np.savez to `path` through a temporary file in the same folder and os.replace."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as fh:
-            np.savez(fh, **arrays); fh.flush(); os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-
 class DiagramSet:
     "Diagrams of many images, stored as all points concatenated plus offsets per image, scale and dimension."
     def __init__(self, h0:np.ndarray, off0:np.ndarray, h1:np.ndarray, off1:np.ndarray,
@@ -308,9 +283,10 @@ class DiagramSet:
     def save(self, path) -> Path:
         "Write the set to one .npz file, atomically."
         path = Path(path)
-        _atomic_savez(path, h0=self.h0, off0=self.off0, h1=self.h1, off1=self.off1,
-                      scales=np.asarray(self.scales, np.float64), format=np.int64(_FORMAT),
-                      key=np.str_(json.dumps(self.key, sort_keys=True, default=str)))
+        with atomic_write(path, fsync=True) as f:
+            np.savez(f, h0=self.h0, off0=self.off0, h1=self.h1, off1=self.off1,
+                     scales=np.asarray(self.scales, np.float64), format=np.int64(_FORMAT),
+                     key=np.str_(json.dumps(self.key, sort_keys=True, default=str)))
         return path
 
     @classmethod

@@ -12,12 +12,12 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 from tqdm import tqdm
+from .data import BT601, atomic_write, to_float, to_gray
 
 # %% auto #0
-__all__ = ['BT601', 'SAM_CHECKPOINT_URLS', 'EXTRACTORS', 'check_image', 'check_images', 'to_float', 'to_gray', 'ROIExtractor',
-           'FullImageROI', 'drop_small_components', 'fill_small_holes', 'close_mask', 'OtsuROI', 'iou', 'load_sam',
-           'random_sam', 'SamROI', 'get_extractor', 'PackedMasks', 'ROIResult', 'roi_cache_key', 'roi_cache_path',
-           'compute_rois']
+__all__ = ['SAM_CHECKPOINT_URLS', 'EXTRACTORS', 'check_image', 'check_images', 'ROIExtractor', 'FullImageROI',
+           'drop_small_components', 'fill_small_holes', 'close_mask', 'OtsuROI', 'iou', 'load_sam', 'random_sam',
+           'SamROI', 'get_extractor', 'PackedMasks', 'ROIResult', 'roi_cache_key', 'roi_cache_path', 'compute_rois']
 
 # %% ../nbs/01_roi.ipynb #0006
 _FLOATS = (np.float16, np.float32, np.float64)
@@ -54,22 +54,7 @@ def check_images(images, # a stack: (N,H,W) gray or (N,H,W,3) RGB, uint8 or floa
         raise ValueError(f'{name} has shape {x.shape}: that is one (H,W,3) RGB image, not a stack; pass images[None]')
     return _check(x, True, name)
 
-# %% ../nbs/01_roi.ipynb #0009
-BT601 = np.array([0.299, 0.587, 0.114])
-
-def to_float(x:np.ndarray)->np.ndarray:
-    "uint8 -> float32 in [0, 1]; float images are returned as float32."
-    return x.astype(np.float32) / 255 if x.dtype == np.uint8 else x.astype(np.float32)
-
-def to_gray(x:np.ndarray, # an image or stack, float or uint8
-            rgb:bool|None=None, # whether the last axis holds RGB; default: a single (H,W,3) image
-           )->np.ndarray:
-    "Float32 gray level in [0, 1]: BT.601 luma of RGB, the scaled intensity of gray."
-    if rgb is None: rgb = x.ndim == 3 and x.shape[-1] == 3
-    x = to_float(x)
-    return (x @ BT601.astype(np.float32)) if rgb else x
-
-# %% ../nbs/01_roi.ipynb #0012
+# %% ../nbs/01_roi.ipynb #0011
 class ROIExtractor:
     "Base class: image -> bool (H,W) ROI mask (`True` inside), with the full image as the fallback."
     name:str = 'roi'
@@ -117,13 +102,13 @@ class ROIExtractor:
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.settings().items())})"
 
-# %% ../nbs/01_roi.ipynb #0013
+# %% ../nbs/01_roi.ipynb #0012
 class FullImageROI(ROIExtractor):
     "Every pixel is in the ROI: the paper's 'full image' ablation."
     name = 'full'
     def _mask(self, image): return np.ones(image.shape[:2], bool)
 
-# %% ../nbs/01_roi.ipynb #0018
+# %% ../nbs/01_roi.ipynb #0017
 _EIGHT = np.ones((3, 3), bool)
 
 def drop_small_components(mask:np.ndarray, # bool (H,W)
@@ -155,7 +140,7 @@ def close_mask(mask:np.ndarray, radius:int)->np.ndarray:
     p = np.pad(mask, radius, mode='edge')
     return ndimage.binary_closing(p, _disk(radius))[radius:-radius, radius:-radius]
 
-# %% ../nbs/01_roi.ipynb #0020
+# %% ../nbs/01_roi.ipynb #0019
 class OtsuROI(ROIExtractor):
     "Otsu threshold of the BT.601 gray level, polarity from the border, small components dropped, small holes filled."
     name = 'otsu'
@@ -190,7 +175,7 @@ class OtsuROI(ROIExtractor):
         m = drop_small_components(m, self.min_object * m.size)
         return fill_small_holes(m, self.max_hole * m.size)
 
-# %% ../nbs/01_roi.ipynb #0025
+# %% ../nbs/01_roi.ipynb #0024
 def iou(a:np.ndarray, b:np.ndarray)->np.ndarray:
     "Intersection over union of two bool masks or stacks of masks (1 when both are empty)."
     a, b = np.asarray(a, bool), np.asarray(b, bool)
@@ -198,7 +183,7 @@ def iou(a:np.ndarray, b:np.ndarray)->np.ndarray:
     inter, union = (a & b).sum(ax), (a | b).sum(ax)
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
-# %% ../nbs/01_roi.ipynb #0031
+# %% ../nbs/01_roi.ipynb #0030
 SAM_CHECKPOINT_URLS = {
     'vit_h': 'https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth',
     'vit_l': 'https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth',
@@ -244,7 +229,7 @@ def load_sam(checkpoint:str|os.PathLike, # path to an official SAM checkpoint (.
                          f'Pass the model_type of the file (vit_h, vit_l or vit_b). ' + _sam_help(model_type)) from None
     return sam.to(_resolve_device(device)).eval()
 
-# %% ../nbs/01_roi.ipynb #0033
+# %% ../nbs/01_roi.ipynb #0032
 def random_sam(model_type:str='tiny', # 'tiny' (a 0.2 M-parameter SAM with a 256 px encoder), 'vit_b', 'vit_l' or 'vit_h'
                seed:int=0,            # initialisation seed (the global torch RNG is left untouched)
                device=None,           # torch device; default CUDA if available, else CPU
@@ -270,7 +255,7 @@ def random_sam(model_type:str='tiny', # 'tiny' (a 0.2 M-parameter SAM with a 256
     sam.topocl_id = f'random-{model_type}-seed{seed}'  # names it in SamROI.settings() (the cache key)
     return sam.to(_resolve_device(device)).eval()
 
-# %% ../nbs/01_roi.ipynb #0035
+# %% ../nbs/01_roi.ipynb #0034
 def _queued_predictor_class():
     from segment_anything import SamPredictor
     class _QueuedPredictor(SamPredictor):
@@ -375,7 +360,7 @@ class SamROI(ROIExtractor):
                 out[s + j] = u
         return out
 
-# %% ../nbs/01_roi.ipynb #0045
+# %% ../nbs/01_roi.ipynb #0044
 EXTRACTORS = {'otsu': OtsuROI, 'full': FullImageROI, 'sam': SamROI}
 
 def get_extractor(name:str|ROIExtractor, # 'otsu', 'full' or 'sam' (or an extractor, returned as is)
@@ -388,7 +373,7 @@ def get_extractor(name:str|ROIExtractor, # 'otsu', 'full' or 'sam' (or an extrac
     if name not in EXTRACTORS: raise ValueError(f'unknown ROI extractor {name!r}; choose one of {sorted(EXTRACTORS)}')
     return EXTRACTORS[name](**kwargs)
 
-# %% ../nbs/01_roi.ipynb #0048
+# %% ../nbs/01_roi.ipynb #0047
 class PackedMasks:
     "A read-only (N,H,W) bool array stored one bit per pixel; rows unpack on indexing."
     dtype, ndim = np.dtype(bool), 3
@@ -426,7 +411,7 @@ class PackedMasks:
         return a if dtype is None else a.astype(dtype)
     def __repr__(self): return f'PackedMasks(shape={self.shape}, {self.nbytes} bytes)'
 
-# %% ../nbs/01_roi.ipynb #0050
+# %% ../nbs/01_roi.ipynb #0049
 _CACHE_FORMAT = 1
 
 @dataclass(eq=False)
@@ -471,16 +456,9 @@ def roi_cache_path(cache_dir, key:dict)->Path:
     return Path(cache_dir).expanduser() / f"roi-{key['extractor']}-{slug}-{digest}.npz"
 
 def _save(path:Path, res:ROIResult):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez_compressed(f, packed=res.masks.packed, shape=np.array(res.masks.shape, np.int64),
-                                fallback=res.fallback, key=np.array(_key_json(res.key)))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        np.savez_compressed(f, packed=res.masks.packed, shape=np.array(res.masks.shape, np.int64),
+                            fallback=res.fallback, key=np.array(_key_json(res.key)))
 
 def _load(path:Path, key:dict)->ROIResult|None:
     "The cached result, or None (with a warning if the file exists but is unreadable or for another key)."
@@ -495,7 +473,7 @@ def _load(path:Path, key:dict)->ROIResult|None:
         warnings.warn(f'ROI cache {path} is unreadable ({type(e).__name__}: {e}); recomputing'); return None
     return ROIResult(masks, fallback, key, path, True)
 
-# %% ../nbs/01_roi.ipynb #0051
+# %% ../nbs/01_roi.ipynb #0050
 def compute_rois(images,                  # (N,H,W) gray or (N,H,W,3) RGB, uint8 or float in [0,1]
                  extractor='otsu',        # an `ROIExtractor`, or a name for `get_extractor` ('otsu', 'full')
                  cache_dir=None,          # folder for the cache file; None = no cache

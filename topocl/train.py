@@ -12,7 +12,7 @@ import numpy as np, torch, torch.nn as nn, yaml
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
-from .data import load_dataset, default_cache_dir
+from .data import atomic_write, load_dataset, default_cache_dir
 from .roi import EXTRACTORS, get_extractor, compute_rois
 from .persistence import cubical_persistence, diagram_tokens
 from .augment import VisualAugment, TopoAugment, Calibration, calibrate, to_tensor_image
@@ -167,21 +167,10 @@ def config_to_dict(cfg:Config)->dict:
     "Nested plain dicts and lists (YAML-safe)."
     return _plain(asdict(cfg))
 
-def _atomic_write(path, write, mode='w'):
-    "Call `write(f)` on a temporary file beside `path`, then atomically rename it to `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, mode) as f: write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-    return path
-
 def save_config(cfg:Config, path)->Path:
     "Write `cfg` as YAML, atomically."
-    return _atomic_write(path, lambda f: yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False))
+    with atomic_write(path, 'w') as f: yaml.safe_dump(config_to_dict(cfg), f, sort_keys=False)
+    return Path(path)
 
 def load_config(path)->Config:
     "Read a YAML config written by `save_config` (or by hand: any subset of the fields)."
@@ -491,16 +480,17 @@ def stage_weights(cfg:Config, stage:int)->Path:
 
 def atomic_torch_save(obj, path)->Path:
     "torch.save to a temporary file in the same folder, then atomically rename it."
-    return _atomic_write(path, lambda f: torch.save(obj, f), mode='wb')
+    with atomic_write(path) as f: torch.save(obj, f)
+    return Path(path)
 
 METRIC_COLUMNS = ('epoch', 'steps', 'loss', 'lr', 'time_s', 'img_per_s', 'data_wait')
 
 def write_metrics_csv(rows:list, path)->Path:
     "Per-epoch metrics as CSV (atomically); `rows` are dicts with `METRIC_COLUMNS`."
-    def w(f):
+    with atomic_write(path, 'w') as f:
         wr = csv.DictWriter(f, fieldnames=METRIC_COLUMNS); wr.writeheader()
         for r in rows: wr.writerow({k: r.get(k) for k in METRIC_COLUMNS})
-    return _atomic_write(path, w)
+    return Path(path)
 
 def load_checkpoint_file(path, map_location='cpu')->dict:
     "Read a training checkpoint; FileNotFoundError or ValueError naming the file if it is missing or unreadable."
