@@ -197,7 +197,7 @@ def apply_overrides(cfg:Config, overrides:dict|list|tuple|None)->Config:
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict): raise ValueError(f"unknown config field {key}")
             node = node[p]
-        if parts[-1] not in node and not (isinstance(node, dict) and parts[-2:-1] == ['params']):
+        if parts[-1] not in node and not (isinstance(node, dict) and parts[-2:-1] in (['params'], ['options'])):  # free-form keyword dicts
             raise ValueError(f"unknown config field {key}")
         node[parts[-1]] = value
     return config_from_dict(d)
