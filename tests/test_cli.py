@@ -66,3 +66,12 @@ def test_papermill_experiment_notebook(tmp_path, monkeypatch):
     comp = json.loads((out/'comparison.json').read_text())
     assert {c['metric'] for c in comp} == {'test_acc', 'test_auc'}
     assert 'topocl run --preset tiny' in (tmp_path/'run-out.ipynb').read_text()
+
+def test_demo_main_command(tmp_path):
+    "The README's main command, shortened to one epoch per stage: every stage, both probes, the printed table."
+    r = topocl('demo', '--epochs', 1, '--out-dir', tmp_path/'demo', env={'TOPOCL_CACHE': str(tmp_path/'cache')})
+    table = r.stdout
+    assert 'baseline' in table and 'topocl' in table and 'ACC' in table and 'AUC' in table
+    rows = json.loads((tmp_path/'demo'/'results.json').read_text())
+    assert {(x['variant'], x['kind']) for x in rows} == {('baseline', 'visual'), ('topocl', 'fused')}
+    assert all(0 <= x['test_acc'] <= 1 and 0 <= x['test_auc'] <= 1 for x in rows)
