@@ -6,7 +6,6 @@
 from __future__ import annotations
 import argparse, json, sys
 from dataclasses import replace
-import numpy as np
 from pathlib import Path
 
 from . import data, roi, augment, train, evaluate, pipeline
@@ -49,9 +48,11 @@ def cmd_roi(args):
     res = roi.compute_rois(images, roi.get_extractor(args.extractor, **opts),
                            cache_dir=Path(args.cache_dir or data.default_cache_dir())/'roi',
                            cache_key=dict(dataset=args.dataset, split=args.split, size=args.size), progress=not args.quiet)
-    masks = np.asarray(res.masks)
-    return dict(dataset=args.dataset, split=args.split, size=args.size, extractor=args.extractor, images=len(masks),
-                fallback=int(res.n_fallback), mean_coverage=round(float(masks.mean()), 4), cache=str(res.path))
+    n, h, w = res.masks.shape
+    # unpack in chunks: the whole bool array of a large 224 px split would not fit in memory
+    inside = sum(int(res.masks[i:i + 1024].sum()) for i in range(0, n, 1024))
+    return dict(dataset=args.dataset, split=args.split, size=args.size, extractor=args.extractor, images=n,
+                fallback=int(res.n_fallback), mean_coverage=round(inside / max(n * h * w, 1), 4), cache=str(res.path))
 
 def _add_roi(sub):
     p = sub.add_parser('roi', help='compute and cache regions of interest for a data set split',

@@ -4,7 +4,7 @@
 
 # %% ../nbs/45_pipeline.ipynb #0002
 from __future__ import annotations
-import json, time
+import time
 from dataclasses import replace
 from pathlib import Path
 
