@@ -16,10 +16,10 @@ import gudhi
 from .data import as_float_image, atomic_write, to_gray
 
 # %% auto #0
-__all__ = ['BACKENDS', 'Diagram', 'to_gray_float', 'filtration_values', 'diagram_of_filtration', 'cubical_persistence',
-           'diagram_tokens', 'collate_tokens', 'collate', 'diagram_range', 'relative_bottleneck', 'area_downsample',
-           'multiscale_persistence', 'DiagramSet', 'tune_malloc', 'worker_init', 'diagrams_cache_key', 'cache_path',
-           'compute_diagrams']
+__all__ = ['BACKENDS', 'NORMALISERS', 'Diagram', 'to_gray_float', 'filtration_values', 'diagram_of_filtration',
+           'cubical_persistence', 'diagram_tokens', 'collate_tokens', 'collate', 'diagram_range', 'roi_range',
+           'relative_bottleneck', 'area_downsample', 'multiscale_persistence', 'DiagramSet', 'tune_malloc',
+           'worker_init', 'diagrams_cache_key', 'cache_path', 'compute_diagrams']
 
 # %% ../nbs/02_persistence.ipynb #0006
 def _as_points(x, name:str) -> np.ndarray:
@@ -175,13 +175,28 @@ def diagram_range(d:Diagram) -> float:
     pts = np.concatenate([d.h0, d.h1])
     return float(pts.max() - pts.min()) if len(pts) else 0.0
 
+NORMALISERS = ('roi', 'diagram')  # r's denominator: the ROI's own value range (`roi_range`), or `diagram_range` of PD(x)
+
+def roi_range(image, # (H,W) or (H,W,3) uint8 or float in [0,1]
+              mask=None, # bool (H,W), True = inside the ROI; None = whole image
+              superlevel:bool=False, # the filtration's direction (1 - intensity)
+             ) -> float:
+    "max - min of the filtration values inside the ROI: the range of PD(x)'s own births and deaths."
+    f = filtration_values(image, None, superlevel)
+    if mask is None: return float(f.max() - f.min())
+    m = _check_mask(mask, f.shape)
+    if not m.any(): raise ValueError("mask: the ROI is empty (no True pixel), so it has no range of values")
+    v = f[m]
+    return float(v.max() - v.min())
+
 def relative_bottleneck(a:Diagram, # reference diagram PD(x): its range normalises both dimensions
                         b:Diagram, # diagram of the transformed image PD(T(x))
                         exact:bool=True, # exact GUDHI algorithm; False: additive error <= tol
                         tol:float=0.01, # approximate mode: bound on the error of each relative distance
+                        scale:float|None=None, # the denominator (e.g. `roi_range` of x); None: `diagram_range(a)`
                        ) -> tuple[float, float, float]: # (r0, r1, max(r0, r1))
-    "Per-dimension bottleneck distances normalised by the range of `a`, and their maximum."
-    rng_ = diagram_range(a)
+    "Per-dimension bottleneck distances normalised by `scale` (default: the range of `a`), and their maximum."
+    rng_ = diagram_range(a) if scale is None else float(scale)
     scale = rng_ if rng_ > 0 else 1.0
     e = 0.0 if exact else tol * scale
     r0, r1 = (gudhi.bottleneck_distance(a[d], b[d], e) / scale for d in (0, 1))

@@ -15,9 +15,10 @@ from tqdm import tqdm
 from .data import BT601, atomic_write, to_float, to_gray
 
 # %% auto #0
-__all__ = ['SAM_CHECKPOINT_URLS', 'EXTRACTORS', 'check_image', 'check_images', 'ROIExtractor', 'FullImageROI',
-           'drop_small_components', 'fill_small_holes', 'close_mask', 'OtsuROI', 'iou', 'load_sam', 'random_sam',
-           'SamROI', 'get_extractor', 'PackedMasks', 'ROIResult', 'roi_cache_key', 'roi_cache_path', 'compute_rois']
+__all__ = ['SAM_CHECKPOINT_URLS', 'SAM_CHECKPOINT_ENV', 'EXTRACTORS', 'check_image', 'check_images', 'ROIExtractor',
+           'FullImageROI', 'drop_small_components', 'fill_small_holes', 'close_mask', 'OtsuROI', 'iou', 'load_sam',
+           'random_sam', 'SamROI', 'get_extractor', 'PackedMasks', 'ROIResult', 'roi_cache_key', 'roi_cache_path',
+           'compute_rois']
 
 # %% ../nbs/01_roi.ipynb #0006
 _FLOATS = (np.float16, np.float32, np.float64)
@@ -190,11 +191,13 @@ SAM_CHECKPOINT_URLS = {
     'vit_b': 'https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth',
 }
 _SAM_README = 'https://github.com/facebookresearch/segment-anything#model-checkpoints'
+SAM_CHECKPOINT_ENV = 'TOPOCL_SAM_CHECKPOINT'  # where the checkpoint is taken from when none is passed
 
 def _sam_help(model_type):
     url = SAM_CHECKPOINT_URLS.get(model_type, _SAM_README)
     return (f"The official SAM {model_type} checkpoint is published at {url} (all checkpoints: {_SAM_README}); "
-            f"download it on a machine with internet access and pass its path, or use the 'otsu' ROI extractor, which needs no weights.")
+            f"download it on a machine with internet access and pass its path (--set roi.options.checkpoint=PATH, "
+            f"or {SAM_CHECKPOINT_ENV}=PATH), or use the 'otsu' ROI extractor (--roi otsu), which needs no weights.")
 
 def _resolve_device(device):
     import torch
@@ -291,6 +294,7 @@ class SamROI(ROIExtractor):
         if not (0 < max_area <= 1 and 0 <= max_border <= 1): raise ValueError(f'max_area must be in (0, 1] and max_border in [0, 1], got {max_area}, {max_border}')
         if points_per_side < 1 or batch_size < 1 or min_size < 1: raise ValueError('points_per_side, batch_size and min_size must be >= 1')
         if model is None:
+            checkpoint = checkpoint or os.environ.get(SAM_CHECKPOINT_ENV) or None
             model, self.model_id = load_sam(checkpoint, model_type, device), Path(checkpoint).name
             self.checkpoint_bytes = Path(checkpoint).expanduser().stat().st_size
         else:
