@@ -16,15 +16,15 @@ import torch
 from torchvision.transforms import v2
 import topocl
 from .data import as_float_image, save_json_atomic, to_gray
-from .persistence import Diagram, cubical_persistence, relative_bottleneck
+from .persistence import NORMALISERS, Diagram, cubical_persistence, relative_bottleneck, roi_range
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'VISUAL_PRESETS', 'TOPO_OPS', 'DEFAULT_BANDS', 'DEFAULT_OPS', 'DEFAULT_COMBOS',
            'DEFAULT_T_GRID', 'CALIBRATION_FORMAT', 'CALIBRATION_VERSION', 'to_tensor_image', 'channel_stats',
            'VisualAugment', 'visual_augment', 'op_flip', 'op_rot90', 'op_rotate', 'op_noise', 'op_blur', 'op_contrast',
            'op_brightness', 'op_dilation', 'op_erosion', 'TopoOp', 'apply_ops', 'view_r', 'entry_key', 'Calibration',
-           'calibrate', 'plot_calibration', 'TopoAugment', 'validate', 'band_summary', 'default_calibration_path',
-           'run_calibration']
+           'calibrate', 'plot_calibration', 'TopoAugment', 'validate', 'band_summary', 'parse_band',
+           'default_calibration_path', 'run_calibration']
 
 # %% ../nbs/03_augment.ipynb #0006
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -234,15 +234,18 @@ def view_r(image, # float [0,1] or uint8 image (H,W) or (H,W,3)
            superlevel:bool=False, # filtration (see topocl.persistence)
            backend:str='cripser', # persistence backend
            exact:bool=True, # exact bottleneck distance
+           normaliser:str='roi', # r's denominator: 'roi' (range of the ROI's own values) or 'diagram' (the clamped diagram's range)
           ) -> float: # r = max(r0, r1)
     "Relative bottleneck distance between an image's diagram and that of one topology-aware view."
+    if normaliser not in NORMALISERS: raise ValueError(f"normaliser: expected one of {NORMALISERS}, got {normaliser!r}")
     x = as_float_image(image)
     m = np.ones(x.shape[:2], bool) if mask is None else mask
     if base is None: base = cubical_persistence(x, m, superlevel=superlevel, backend=backend)
     y, my = apply_ops(x, m, ops, intensities, rng)
     d = cubical_persistence(y, my, superlevel=superlevel, backend=backend)
     if d == base: return 0.0
-    return float(relative_bottleneck(base, d, exact=exact)[2])
+    scale = roi_range(x, m, superlevel) if normaliser == 'roi' else None
+    return float(relative_bottleneck(base, d, exact=exact, scale=scale)[2])
 
 # %% ../nbs/03_augment.ipynb #0020
 DEFAULT_BANDS = {'weak': (0.05, 0.15), 'strong': (0.15, 0.25)}
@@ -266,7 +269,7 @@ def _steps(entry) -> list[dict]:
 
 def _measure_images(payload) -> np.ndarray:
     "r for every (image, entry, grid point) of one chunk of images: (n_images, total grid points)."
-    images, masks, idx, entries, seed, superlevel, backend, exact = payload
+    images, masks, idx, entries, seed, superlevel, backend, exact, normaliser = payload
     out = []
     for x, m, i in zip(images, masks, idx):
         base = cubical_persistence(x, m, superlevel=superlevel, backend=backend)
@@ -276,17 +279,17 @@ def _measure_images(payload) -> np.ndarray:
                 rng = np.random.default_rng([seed, int(i), _entry_seed(key), k])
                 # a step fixes each intensity, or gives a (lo, hi) range to draw it from (range checks)
                 inten = {op: float(rng.uniform(*v)) if isinstance(v, tuple) else v for op, v in step.items()}
-                row.append(view_r(x, m, ops, inten, rng, base, superlevel, backend, exact))
+                row.append(view_r(x, m, ops, inten, rng, base, superlevel, backend, exact, normaliser))
         out.append(row)
     return np.asarray(out, dtype=np.float64).reshape(len(idx), -1)
 
-def _run_measure(images, masks, idx, entries, seed, superlevel, backend, exact, n_jobs, pool):
+def _run_measure(images, masks, idx, entries, seed, superlevel, backend, exact, normaliser, n_jobs, pool):
     "`_measure_images` over all images, in chunks on the process pool if there is one."
-    if pool is None: return _measure_images((images, masks, idx, entries, seed, superlevel, backend, exact))
+    if pool is None: return _measure_images((images, masks, idx, entries, seed, superlevel, backend, exact, normaliser))
     import topocl.augment as mod  # workers need an importable function: the exported module's copy
     chunks = np.array_split(np.arange(len(idx)), min(len(idx), 4 * n_jobs))
     parts = pool.map(mod._measure_images, [([images[j] for j in c], [masks[j] for j in c], [idx[j] for j in c],
-                                             entries, seed, superlevel, backend, exact) for c in chunks if len(c)])
+                                             entries, seed, superlevel, backend, exact, normaliser) for c in chunks if len(c)])
     return np.concatenate(list(parts), axis=0)
 
 def _crossing(x, y, level, first_at_or_above:bool):
@@ -467,6 +470,7 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
               superlevel:bool=False, # filtration (False: sublevel)
               backend:str='cripser', # persistence backend
               exact:bool=True, # exact bottleneck distance (False: GUDHI's approximation, error <= 1% of range)
+              normaliser:str='roi', # r's denominator: 'roi' (the ROI's own value range, the paper's) or 'diagram' (the old rule)
               n_jobs:int=1, # worker processes (-1: all cores)
               n_check:int=2, # views per image drawn from each chosen range to check it
               min_inside:float=0.25, # a checked range also needs this fraction of its views inside the band
@@ -475,6 +479,7 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
              ) -> Calibration:
     "Sweep operations and combinations, measure r on the ROI, and choose intensity ranges per band."
     t0 = time.perf_counter()
+    if normaliser not in NORMALISERS: raise ValueError(f"normaliser: expected one of {NORMALISERS}, got {normaliser!r}")
     bands = {k: tuple(map(float, v)) for k, v in (bands or DEFAULT_BANDS).items()}
     for lv, (lo, hi) in bands.items():
         if not 0 <= lo < hi: raise ValueError(f"bands[{lv!r}]: expected (lo, hi) with 0 <= lo < hi, got {(lo, hi)}")
@@ -503,7 +508,7 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
             if not o.homeomorphism and (len(g) < 2 or g[0] < 0): raise ValueError(f"grid[{op!r}]: need >= 2 non-negative intensities, got {g}")
             entries[op] = dict(ops=[op], params=[] if o.homeomorphism else [op], x_name=op if not o.homeomorphism else 'none',
                                x=g, intensity={} if o.homeomorphism else {op: g}, unit=o.unit)
-        _sweep(entries, xs, ms, idx, seed, superlevel, backend, exact, n_jobs, pool, bands, keep_samples)
+        _sweep(entries, xs, ms, idx, seed, superlevel, backend, exact, normaliser, n_jobs, pool, bands, keep_samples)
         # units: where each op alone reaches the top of the highest band
         top = max(hi for lo, hi in bands.values())
         units = {}
@@ -522,15 +527,16 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
             params = [op for op in c if not TOPO_OPS[op].homeomorphism]
             combo_entries[entry_key(c)] = dict(ops=list(c), params=params, x_name='t', x=tg, units={op: units[op] for op in params},
                                                intensity={op: [t * units[op] for t in tg] for op in params})
-        _sweep(combo_entries, xs, ms, idx, seed, superlevel, backend, exact, n_jobs, pool, bands, keep_samples)
+        _sweep(combo_entries, xs, ms, idx, seed, superlevel, backend, exact, normaliser, n_jobs, pool, bands, keep_samples)
         entries.update(combo_entries)
-        _check_ranges(entries, xs, ms, idx, seed, superlevel, backend, exact, n_jobs, pool, bands, n_check, min_inside)
+        _check_ranges(entries, xs, ms, idx, seed, superlevel, backend, exact, normaliser, n_jobs, pool, bands, n_check, min_inside)
     finally:
         if pool is not None: pool.shutdown()
     roi = 'full image' if masks is None else repr(masks) if hasattr(masks, 'extract_batch') else 'given masks'
     meta = {**(meta or {}), 'n_images': len(idx), 'indices': idx, 'seed': seed, 'bands': {k: list(v) for k, v in bands.items()},
             'image_shape': list(imgs.shape[1:]), 'roi': (meta or {}).get('roi', roi),
             'filtration': 'superlevel' if superlevel else 'sublevel', 'backend': backend, 'exact_bottleneck': exact,
+            'normaliser': normaliser,
             'grids': {k: e['x'] for k, e in entries.items() if len(e['ops']) == 1}, 't_grid': tg,
             'combos': [list(c) for c in combos], 'r': 'max(r0, r1), relative bottleneck on the ROI (topocl.persistence.relative_bottleneck)',
             'selection': 'isotonic median per grid point, linearly interpolated band crossings',
@@ -538,14 +544,14 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
             'n_jobs': n_jobs, 'elapsed_s': round(time.perf_counter() - t0, 2)}
     return Calibration({'format': CALIBRATION_FORMAT, 'version': CALIBRATION_VERSION, 'meta': meta, 'entries': entries})
 
-def _check_ranges(entries, xs, ms, idx, seed, superlevel, backend, exact, n_jobs, pool, bands, n_check, min_inside):
+def _check_ranges(entries, xs, ms, idx, seed, superlevel, backend, exact, normaliser, n_jobs, pool, bands, n_check, min_inside):
     "Draw intensities independently from each chosen range, as `TopoAugment` does, and keep the ranges whose median r is in band."
     checks = [(f'{key}|{level}', tuple(e['ops']), [{op: tuple(lv['ranges'][op]) for op in e['params']}] * n_check)
               for key, e in entries.items() for level, lv in e['levels'].items() if lv['reachable'] and e['params']]
     for e in entries.values():
         for lv in e['levels'].values(): lv['admissible'], lv['check'] = False, None
     if not checks or n_check < 1: return
-    r = _run_measure(xs, ms, idx, checks, seed, superlevel, backend, exact, n_jobs, pool)
+    r = _run_measure(xs, ms, idx, checks, seed, superlevel, backend, exact, normaliser, n_jobs, pool)
     col = 0
     for ckey, _, steps in checks:
         key, level = ckey.split('|'); rk = r[:, col:col + len(steps)].ravel(); col += len(steps)
@@ -555,10 +561,10 @@ def _check_ranges(entries, xs, ms, idx, seed, superlevel, backend, exact, n_jobs
                        'inside': float(((rk >= lo) & (rk <= hi)).mean())}
         lv['admissible'] = bool(lo <= med <= hi and lv['check']['inside'] >= min_inside)
 
-def _sweep(entries, xs, ms, idx, seed, superlevel, backend, exact, n_jobs, pool, bands, keep_samples):
+def _sweep(entries, xs, ms, idx, seed, superlevel, backend, exact, normaliser, n_jobs, pool, bands, keep_samples):
     "Measure r for every entry's grid points, then fill in statistics and chosen ranges (in place)."
     todo = [(key, tuple(e['ops']), _steps(e)) for key, e in entries.items()]
-    r = _run_measure(xs, ms, idx, todo, seed, superlevel, backend, exact, n_jobs, pool)
+    r = _run_measure(xs, ms, idx, todo, seed, superlevel, backend, exact, normaliser, n_jobs, pool)
     col = 0
     for key, e in entries.items():
         n = len(e['x']); rk = r[:, col:col + n]; col += n
@@ -655,6 +661,7 @@ def validate(calibration:Calibration, # the calibration to check
             ) -> pd.DataFrame: # one row per view: image, level, combo, r, intensities
     "r of `TopoAugment` views of held-out images, one row per view."
     m = calibration.meta
+    normaliser = m.get('normaliser', 'diagram')   # files written before the option existed used the diagram's range
     superlevel = (m['filtration'] == 'superlevel') if superlevel is None else superlevel
     backend = backend or m['backend']
     imgs = np.asarray(images); rows = []
@@ -666,7 +673,7 @@ def validate(calibration:Calibration, # the calibration to check
             for v in range(n_views):
                 rng = np.random.default_rng([seed, i, v, zlib.crc32(level.encode())])
                 ops, inten = aug.sample(rng)
-                r = view_r(x, mk, ops, inten, rng, base, superlevel, backend, exact)
+                r = view_r(x, mk, ops, inten, rng, base, superlevel, backend, exact, normaliser)
                 rows.append(dict(image=i, level=level, combo=entry_key(ops), r=r, intensities=json.dumps(inten)))
     return pd.DataFrame(rows)
 
@@ -700,6 +707,15 @@ def _extractor(roi, roi_kwargs, truth):
     from topocl.roi import get_extractor
     ext = get_extractor(roi, **(roi_kwargs or {}))
     return ext, ext.settings()
+
+def parse_band(text:str, # 'lo,hi', e.g. '0.05,0.15'
+               name:str='band', # what to call it in the error
+              ) -> tuple[float, float]:
+    "A band of r from text: (lo, hi) with 0 <= lo < hi <= 1, or a ValueError naming `name`."
+    try: lo, hi = (float(v) for v in str(text).split(','))
+    except ValueError: raise ValueError(f"{name}: expected 'lo,hi' (two numbers, e.g. 0.05,0.15), got {text!r}") from None
+    if not 0 <= lo < hi <= 1: raise ValueError(f"{name}: expected 0 <= lo < hi <= 1, got {text!r}")
+    return lo, hi
 
 def default_calibration_path(dataset:str, split:str='train', roi:str='otsu', size:int=28, rgb:bool=False) -> Path:
     "Where `run_calibration` writes by default: <cache>/calibration/<dataset>[_rgb]_<size>px_<split>_<roi>.json."
