@@ -13,22 +13,23 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 from .data import atomic_write, load_dataset, default_cache_dir
-from .roi import EXTRACTORS, get_extractor, compute_rois
-from .persistence import cubical_persistence, diagram_tokens
+from .roi import EXTRACTORS, SAM_CHECKPOINT_ENV, get_extractor, compute_rois
+from .persistence import NORMALISERS, Diagram, cubical_persistence, diagram_tokens
 from .augment import VisualAugment, TopoAugment, Calibration, calibrate, to_tensor_image
 from .model import ModelConfig, TopoCLModel, save_checkpoint, load_checkpoint, load_pretrained
 from .methods import METHODS, method_class, method_defaults, make_method
 
 # %% auto #0
-__all__ = ['STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'DataConfig', 'ROIConfig',
-           'AugmentConfig', 'MethodConfig', 'OptimConfig', 'Config', 'config_from_dict', 'config_to_dict',
-           'save_config', 'load_config', 'apply_overrides', 'validate_config', 'warmup_cosine', 'sample_seed', 'seeded',
-           'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed',
-           'view_level', 'ViewDataset', 'load_training_images', 'training_rois', 'calibration_path',
-           'ensure_calibration', 'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights',
-           'atomic_torch_save', 'write_metrics_csv', 'load_checkpoint_file', 'NonFiniteLossError', 'TrainResult',
-           'EpochSampler', 'Trainer', 'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune',
-           'train_all', 'demo_config']
+__all__ = ['STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'EMPTY_DIAGRAM', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES',
+           'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'OptimConfig', 'Config', 'config_from_dict',
+           'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config',
+           'warmup_cosine', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo',
+           'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'load_training_images',
+           'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches',
+           'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save',
+           'write_metrics_csv', 'load_checkpoint_file', 'NonFiniteLossError', 'TrainResult', 'EpochSampler', 'Trainer',
+           'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config',
+           'cpu_config', 'paper_config']
 
 # %% ../nbs/30_train.ipynb #0006
 @dataclass
@@ -54,8 +55,12 @@ class AugmentConfig:
     calibration:str|None = None  # a saved calibration (None: calibrate on the training images, saved in out_dir)
     calib_samples:int = 128      # images used when calibrating here
     calib_exact:bool = True      # exact bottleneck distances (False: GUDHI's approximation, much faster at 224 px)
-    view1:str = 'topo-weak'      # first view: 'topo-weak' or 'topo-strong'
-    view2:str = 'topo-strong'    # second view (Table 4: weak + strong is best)
+    weak_band:list = field(default_factory=lambda: [0.05, 0.15])    # r band of topology-weak views (paper: 5-15%)
+    strong_band:list = field(default_factory=lambda: [0.15, 0.25])  # r band of topology-strong views (paper: 15-25%)
+    normaliser:str = 'roi'       # r's denominator: 'roi' (range of the ROI's values, the paper's) or 'diagram' (the old rule)
+    view1:str = 'topo-weak'      # first view of stages 2 and 3: 'topo-weak', 'topo-strong', 'visual-weak' or 'visual-strong'
+    view2:str = 'topo-strong'    # second view (Table 4: topo-weak + topo-strong is best; row (a): visual-weak + visual-strong)
+    empty_diagrams:bool = False  # the `topocl-no-diagrams` control: every diagram replaced by an empty one (training and probe)
 
 @dataclass
 class MethodConfig:
@@ -78,6 +83,8 @@ class OptimConfig:
 STAGES = {1: 'visual pretraining', 2: 'topology pretraining', 3: 'joint fine-tuning'}
 STAGE_FILES = {1: 'visual.pt', 2: 'topology.pt', 3: 'topocl.pt'}  # the trained weights each stage leaves
 TOPO_VIEWS = ('topo-weak', 'topo-strong')
+VIEWS = TOPO_VIEWS + ('visual-weak', 'visual-strong')  # stages 2 and 3 (Table 4): calibrated topology-aware or standard
+EMPTY_DIAGRAM = Diagram(np.zeros((0, 2)), np.zeros((0, 2)))  # what the `topocl-no-diagrams` control sees
 
 @dataclass
 class Config:
@@ -92,6 +99,7 @@ class Config:
     out_dir:str = 'runs/topocl'    # stage k writes to out_dir/stage{k}/
     num_workers:int = 4            # DataLoader worker processes per training process (0: in the main process)
     device:str = 'auto'            # 'auto' (CUDA if available), 'cpu', 'cuda' or 'cuda:N'
+    stage_epochs:list|None = None  # [E1, E2, E3]: epochs of each stage (None: train.epochs for every stage)
     visual_ckpt:str|None = None    # stage 3 input (None: out_dir/stage1/visual.pt; 'scratch': no pretraining)
     topology_ckpt:str|None = None  # stage 3 input (None: out_dir/stage2/topology.pt; 'scratch': no pretraining)
     progress:bool = True           # tqdm bars (rank 0 only)
@@ -205,6 +213,12 @@ def apply_overrides(cfg:Config, overrides:dict|list|tuple|None)->Config:
 # %% ../nbs/30_train.ipynb #0014
 def _num(v): return isinstance(v, (int, float)) and not isinstance(v, bool)
 def _pos_int(v, lo=1): return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+def _is_band(v): return (isinstance(v, (list, tuple)) and len(v) == 2 and all(_num(x) for x in v)
+                         and 0 <= v[0] < v[1] <= 1)
+
+def epochs_of(cfg:Config, stage:int)->int:
+    "Epochs of one stage: `stage_epochs[stage-1]` if set, else `train.epochs`."
+    return int(cfg.stage_epochs[stage - 1]) if cfg.stage_epochs else int(cfg.train.epochs)
 
 def validate_config(cfg:Config, stage:int|None=None)->Config:
     "Check every field of `cfg` (for `stage` if given); raise one ValueError listing each bad field."
@@ -220,7 +234,14 @@ def validate_config(cfg:Config, stage:int|None=None)->Config:
     check(isinstance(d.options, dict), 'data.options', 'a mapping', d.options)
     check(r.extractor in EXTRACTORS, 'roi.extractor', f"one of {', '.join(EXTRACTORS)}", r.extractor)
     check(isinstance(r.options, dict), 'roi.options', 'a mapping', r.options)
-    for k in ('view1', 'view2'): check(getattr(a, k) in TOPO_VIEWS, f'augment.{k}', f"one of {', '.join(TOPO_VIEWS)}", getattr(a, k))
+    for k in ('view1', 'view2'): check(getattr(a, k) in VIEWS, f'augment.{k}', f"one of {', '.join(VIEWS)}", getattr(a, k))
+    for k in ('weak_band', 'strong_band'): check(_is_band(getattr(a, k)), f'augment.{k}', '[lo, hi] with 0 <= lo < hi <= 1', getattr(a, k))
+    check(a.normaliser in NORMALISERS, 'augment.normaliser', f"one of {', '.join(NORMALISERS)}", a.normaliser)
+    check(isinstance(a.empty_diagrams, bool), 'augment.empty_diagrams', 'true or false', a.empty_diagrams)
+    if r.extractor == 'sam' and isinstance(r.options, dict) and not (r.options.get('checkpoint') or os.environ.get(SAM_CHECKPOINT_ENV)):
+        errs.append(f"roi.extractor is 'sam' but no SAM checkpoint is set: pass --set roi.options.checkpoint=PATH or set "
+                    f"{SAM_CHECKPOINT_ENV}=PATH (the official vit_h weights, sam_vit_h_4b8939.pth, are listed at "
+                    f"https://github.com/facebookresearch/segment-anything#model-checkpoints), or use --roi otsu")
     check(_pos_int(a.calib_samples, 4), 'augment.calib_samples', 'an integer >= 4', a.calib_samples)
     if a.calibration and stage in (2, 3) and not Path(a.calibration).is_file():
         errs.append(f"augment.calibration: file {a.calibration} does not exist")
@@ -231,11 +252,15 @@ def validate_config(cfg:Config, stage:int|None=None)->Config:
             if k not in known: errs.append(f"method.params.{k} is not a {m.name} hyperparameter (it takes {', '.join(sorted(known))})")
     check(isinstance(m.params, dict), 'method.params', 'a mapping', m.params)
     check(_pos_int(t.epochs), 'train.epochs', '>= 1', t.epochs)
+    se = cfg.stage_epochs
+    check(se is None or (isinstance(se, (list, tuple)) and len(se) == 3 and all(_pos_int(e) for e in se)),
+          'stage_epochs', 'None or three integers >= 1 (stages 1, 2, 3)', se)
     check(_pos_int(t.batch_size, 2), 'train.batch_size', '>= 2 (contrastive losses compare the samples of a batch)', t.batch_size)
     check(_num(t.lr) and math.isfinite(t.lr) and t.lr > 0, 'train.lr', '> 0', t.lr)
     check(_num(t.weight_decay) and math.isfinite(t.weight_decay) and t.weight_decay >= 0, 'train.weight_decay', '>= 0', t.weight_decay)
-    check(_num(t.warmup_epochs) and 0 <= t.warmup_epochs <= (t.epochs if _num(t.epochs) else math.inf),
-          'train.warmup_epochs', f'in [0, train.epochs={t.epochs}]', t.warmup_epochs)
+    shortest = min(se) if se and all(_pos_int(e) for e in se) else t.epochs
+    check(_num(t.warmup_epochs) and 0 <= t.warmup_epochs <= (shortest if _num(shortest) else math.inf),
+          'train.warmup_epochs', f'in [0, {shortest}] (the shortest stage)', t.warmup_epochs)
     check(t.clip_norm is None or (_num(t.clip_norm) and math.isfinite(t.clip_norm) and t.clip_norm > 0), 'train.clip_norm', 'None or > 0', t.clip_norm)
     check(isinstance(t.amp, bool), 'train.amp', 'true or false', t.amp)
     check(_pos_int(cfg.seed, 0), 'seed', 'an integer >= 0', cfg.seed)
@@ -325,9 +350,19 @@ def init_distributed(device:str='auto')->DistInfo:
 
 # %% ../nbs/30_train.ipynb #0026
 def view_level(view:str)->str:
-    "'topo-weak' -> 'weak' (the calibration band of a topology-aware view)."
-    if view not in TOPO_VIEWS: raise ValueError(f"view must be one of {TOPO_VIEWS}, got {view!r}")
+    "'topo-weak' -> 'weak' (the calibration band of a topology-aware view; the preset of a visual one)."
+    if view not in VIEWS: raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     return view.split('-', 1)[1]
+
+class VisualTopoView:
+    "A standard visual view used where stages 2 and 3 expect a topology-aware one (Table 4, row a): (image, mask, rng) -> (view, mask)."
+    def __init__(self, size:int, channels:int, strength:str): self.aug = VisualAugment(size, channels, strength)
+    def __call__(self, image, mask, rng):
+        with seeded(int(rng.integers(2**31))): t = self.aug(image)
+        x = (t.permute(1, 2, 0) if t.shape[0] == 3 else t[0]).numpy().astype(np.float64)
+        # the random resized crop moves the ROI, so the view's diagram is taken on the whole view
+        return np.clip(x, 0.0, 1.0), np.ones(x.shape[:2], bool)
+    def __repr__(self): return f"VisualTopoView({self.aug!r})"
 
 class ViewDataset(Dataset):
     "Two views of every image; with `masks`, each view is topology-aware and comes with its diagram tokens."
@@ -340,11 +375,13 @@ class ViewDataset(Dataset):
                  superlevel:bool=False,  # filtration of the diagrams (the calibration's)
                  backend:str='cripser',  # persistence backend
                  k0:int=48, k1:int=96,   # diagram token slots
+                 empty_diagrams:bool=False,  # every view's diagram is empty (all tokens padded): the no-diagrams control
                 ):
         if masks is not None and len(masks) != len(images):
             raise ValueError(f"masks: {len(masks)} masks for {len(images)} images")
         self.images, self.masks, self.views, self.seed = images, masks, (view1, view2), seed
         self.images_out, self.superlevel, self.backend, self.k0, self.k1 = images_out, superlevel, backend, k0, k1
+        self.empty_diagrams = empty_diagrams
 
     @property
     def topology(self)->bool: return self.masks is not None
@@ -352,7 +389,8 @@ class ViewDataset(Dataset):
 
     def tokens(self, x, mask)->tuple:
         "Diagram tokens and padding mask of one view on its ROI."
-        return diagram_tokens(cubical_persistence(x, mask, self.superlevel, self.backend), self.k0, self.k1)
+        d = EMPTY_DIAGRAM if self.empty_diagrams else cubical_persistence(x, mask, self.superlevel, self.backend)
+        return diagram_tokens(d, self.k0, self.k1)
 
     def __getitem__(self, key):
         epoch, i = key if isinstance(key, tuple) else (0, key)
@@ -409,10 +447,27 @@ def ensure_calibration(cfg:Config, images, masks, info:DistInfo|None=None)->Cali
         if info.is_main: print(f"calibrating topology-aware augmentations on {n} images -> {path}", flush=True)
         idx = np.random.default_rng(cfg.seed).choice(len(images), n, replace=False)
         cal = calibrate(np.asarray(images[np.sort(idx)]), np.stack([masks[int(i)] for i in np.sort(idx)]), n_images=n,
-                        seed=cfg.seed, exact=cfg.augment.calib_exact, n_jobs=max(1, cfg.num_workers), meta=dict(dataset=cfg.data.name, split=cfg.data.split, size=cfg.data.size,
-                                                 roi=cfg.roi.extractor))
+                        seed=cfg.seed, exact=cfg.augment.calib_exact, n_jobs=max(1, cfg.num_workers),
+                        bands=config_bands(cfg), normaliser=cfg.augment.normaliser,
+                        meta=dict(dataset=cfg.data.name, split=cfg.data.split, size=cfg.data.size, roi=cfg.roi.extractor))
         cal.save(path); return cal
-    return _rank0_first(info, make)
+    return check_calibration_matches(cfg, _rank0_first(info, make), path)
+
+def config_bands(cfg:Config)->dict:
+    "The weak and strong r bands of the config, as `calibrate` takes them."
+    return {'weak': tuple(map(float, cfg.augment.weak_band)), 'strong': tuple(map(float, cfg.augment.strong_band))}
+
+def check_calibration_matches(cfg:Config, cal:Calibration, path)->Calibration:
+    "A calibration made with other bands or another normaliser than the config asks for is an error naming both."
+    got = {k: tuple(map(float, v)) for k, v in cal.bands.items()}
+    want = config_bands(cfg)
+    errs = [f"augment.{lv}_band is {list(b)} but the file has {list(got.get(lv, ()))}" for lv, b in want.items()
+            if got.get(lv) != b]
+    norm = cal.meta.get('normaliser', 'diagram')   # files written before the option existed used the diagram's range
+    if norm != cfg.augment.normaliser: errs.append(f"augment.normaliser is {cfg.augment.normaliser!r} but the file used {norm!r}")
+    if errs: raise ValueError(f"calibration {path} does not match the config: {'; '.join(errs)}. "
+                              "Set the config to the file's values, or calibrate anew (remove the file or set augment.calibration)")
+    return cal
 
 def check_pretrained(cfg:Config)->tuple:
     "Stage-3 inputs (visual, topology) weight files, None for 'scratch'; a clear error naming the stage to run first."
@@ -458,11 +513,13 @@ def build_stage(stage:int, cfg:Config, info:DistInfo|None=None)->StageParts:
         ds = ViewDataset(images, VisualAugment(size, ch, 'weak'), VisualAugment(size, ch, 'strong'), seed=cfg.seed)
     else:
         masks = training_rois(cfg, images, info)
+        a, size, ch = cfg.augment, cfg.data.size, cfg.model.in_chans
         cal = ensure_calibration(cfg, images, masks, info)
-        views = [TopoAugment(cal, view_level(v)) for v in (cfg.augment.view1, cfg.augment.view2)]
+        views = [TopoAugment(cal, view_level(v)) if v in TOPO_VIEWS else VisualTopoView(size, ch, view_level(v))
+                 for v in (a.view1, a.view2)]
         ds = ViewDataset(images, *views, masks=masks, seed=cfg.seed, images_out=stage == 3,
                          superlevel=cal.meta['filtration'] == 'superlevel', backend=cal.meta['backend'],
-                         k0=cfg.model.k0, k1=cfg.model.k1)
+                         k0=cfg.model.k0, k1=cfg.model.k1, empty_diagrams=a.empty_diagrams)
     if stage == 3:
         visual, topology = check_pretrained(cfg)
         load_pretrained(model, visual=visual, topology=topology)
@@ -543,7 +600,8 @@ class Trainer:
                 ):
         validate_config(cfg, stage)
         # one model config serves the three stages; each stage records the part it trains
-        self.stage, self.cfg = stage, replace(cfg, model=replace(cfg.model, kind=STAGE_KINDS[stage]))
+        self.stage, self.cfg = stage, replace(cfg, model=replace(cfg.model, kind=STAGE_KINDS[stage]),
+                                              train=replace(cfg.train, epochs=epochs_of(cfg, stage)))
         self.dir = stage_dir(cfg, stage)
         self.ckpt_path, self.weights_path = self.dir / 'checkpoint.pt', stage_weights(cfg, stage)
 
@@ -747,3 +805,21 @@ def demo_config(out_dir:str='runs/demo',   # where the three stages write
         method=MethodConfig(name=method),
         train=OptimConfig(epochs=epochs, batch_size=64, lr=1e-3, weight_decay=1e-2, warmup_epochs=1, clip_norm=3.0),
         seed=seed, out_dir=str(out_dir), num_workers=1, device='auto')
+
+# %% ../nbs/30_train.ipynb #767207ce
+def cpu_config(out_dir:str='runs/cpu',    # where the stages write
+               dataset:str='breastmnist',  # a MedMNIST flag (28 px files from --root or $TOPOCL_DATA)
+               root:str|None=None,         # data folder
+               epochs:int=3,               # epochs of each stage
+               max_samples:int|None=256,   # train on at most this many images (the first ones)
+               method:str='simclr',
+               seed:int=0,
+              )->Config:
+    "Real 28 px data on a 2-core CPU: the demo's model and optimisation, sized so every variant of 3 seeds takes under an hour."
+    cfg = demo_config(out_dir, epochs=epochs, n_train=max_samples, method=method, seed=seed)
+    return replace(cfg, data=DataConfig(name=dataset, root=root, size=28, split='train', max_samples=max_samples))
+
+def paper_config(out_dir:str='runs/topocl')->Config:
+    "The paper's settings: ResNet-50 at 224 px, 150 epochs per stage, batch 256, and SAM regions of interest."
+    # the SAM checkpoint comes from roi.options.checkpoint or $TOPOCL_SAM_CHECKPOINT (validate_config says how)
+    return Config(roi=ROIConfig(extractor='sam'), out_dir=str(out_dir))
