@@ -29,7 +29,7 @@ from .roi import compute_rois, get_extractor
 __all__ = ['METRICS', 'GROUP', 'FEATURE_KINDS', 'SETTINGS', 'accuracy', 'auc_score', 'standardize', 'ProbeResult',
            'torch_threads', 'linear_probe', 'null_auc_sd', 'summarize', 'paired_ttest', 'compare_variants',
            'save_table', 'gate_stats', 'plot_gates', 'Features', 'preprocess', 'extract_features', 'Tokens',
-           'split_tokens', 'probe_model', 'load_splits', 'run_settings', 'probe_checkpoint']
+           'split_tokens', 'ph_vectors', 'probe_model', 'load_splits', 'run_settings', 'probe_checkpoint']
 
 # %% ../nbs/40_evaluate.ipynb #0006
 def accuracy(labels, probs) -> float:
@@ -229,8 +229,8 @@ def paired_ttest(topocl_scores, # one score per seed for TopoCL
     if len(d) < 2: out["note"] = f"{len(d)} paired seed(s): no t-test (needs at least 2)"
     elif np.all(d == 0): out["note"] = "identical scores on every seed: no difference, t and p undefined"
     elif np.all(d == d[0]):
-        out.update(t=math.copysign(math.inf, d[0]), p=0.0,
-                   note="same difference on every seed: zero variance, t infinite")
+        # a constant non-zero difference has no spread to test against: report it, not a p of 0
+        out["note"] = f"same difference ({d[0]:+.4g}) on every seed: zero variance, t and p undefined"
     else:
         r = stats.ttest_rel(a, b)
         out.update(t=float(r.statistic), p=float(r.pvalue))
@@ -312,7 +312,7 @@ def plot_gates(table:pd.DataFrame, # `gate_stats` output
     return ax
 
 # %% ../nbs/40_evaluate.ipynb #0049
-FEATURE_KINDS = ("visual", "fused", "topology")
+FEATURE_KINDS = ("visual", "fused", "topology", "concat")  # concat: visual and topology features side by side
 
 class Features(NamedTuple):
     "What `extract_features` returns."
@@ -362,8 +362,9 @@ def extract_features(model, # a `TopoCLModel` (frozen: run in eval mode, no grad
                     ) -> Features:
     "Frozen-model features (N, D) for a linear probe, and the MoE gate weights (N, E) for kind='fused'."
     if kind not in FEATURE_KINDS: raise ValueError(f"kind: expected one of {FEATURE_KINDS}, got {kind!r}")
-    part = {"visual": model.visual, "fused": model.fusion, "topology": model.topology}[kind]
-    if part is None: raise ValueError(f"kind={kind!r}: a kind={model.config.kind!r} model has no such part")
+    parts = {"visual": [model.visual], "fused": [model.fusion], "topology": [model.topology],
+             "concat": [model.visual, model.topology]}[kind]
+    if any(p is None for p in parts): raise ValueError(f"kind={kind!r}: a kind={model.config.kind!r} model has no such part")
     if images is None and kind != "topology": raise ValueError(f"images: kind={kind!r} needs the images")
     n = len(images) if images is not None else len(tokens) if tokens is not None else 0
     if kind != "visual": tokens, pad = _check_tokens(tokens, pad, n, model.config.k0 + model.config.k1)
@@ -379,6 +380,7 @@ def extract_features(model, # a `TopoCLModel` (frozen: run in eval mode, no grad
                 t, p = (None, None) if kind == "visual" else (tokens[s:s + batch_size].to(dev), pad[s:s + batch_size].to(dev))
                 if kind == "visual": f = model.forward_visual(x)
                 elif kind == "topology": f = model.forward_topology(t, p)
+                elif kind == "concat": f = torch.cat([model.forward_visual(x), model.forward_topology(t, p)], dim=1)
                 else:
                     out = model.fuse(x, t, p); f = out.fused; gates.append(out.gates.float().cpu())
                 feats.append(f.float().cpu())
@@ -391,6 +393,12 @@ class Tokens(NamedTuple):
     tokens: torch.Tensor  # float32 (N, k0+k1, 4)
     pad: torch.Tensor  # bool (N, k0+k1), True = padded
     n_fallback: int  # images whose ROI fell back to the full image
+    diagrams: object = None  # the `DiagramSet` the tokens were taken from
+
+    def emptied(self)->Tokens:
+        "The same shapes with every token padded: what the `topocl-no-diagrams` control sees."
+        return Tokens(torch.zeros_like(self.tokens), torch.ones_like(self.pad), self.n_fallback, None)
+
 
 def split_tokens(images, # uint8/float (N,H,W) or (N,H,W,3): the un-augmented images
                  roi="otsu", # ROI extractor: 'otsu', 'full', 'sam' or an `ROIExtractor` (as in training)
@@ -410,7 +418,19 @@ def split_tokens(images, # uint8/float (N,H,W) or (N,H,W,3): the un-augmented im
     ds = compute_diagrams(images, rois.masks, n_jobs=n_jobs, superlevel=superlevel, backend=backend, scales=scales,
                           cache_dir=cache_dir, cache_key=ck if cache_dir is not None else None, progress=progress)
     toks = [diagram_tokens(d, k0, k1) for d in ds]
-    return Tokens(torch.stack([t for t, _ in toks]), torch.stack([p for _, p in toks]), rois.n_fallback)
+    return Tokens(torch.stack([t for t, _ in toks]), torch.stack([p for _, p in toks]), rois.n_fallback, ds)
+
+def ph_vectors(diagrams, # a `DiagramSet` or a sequence of `Diagram`s (birth, death in [0, 1])
+               resolution:int=10, # pixels per side of each dimension's persistence image
+               bandwidth:float=0.05, # Gaussian bandwidth, in filtration units
+              ) -> np.ndarray: # float32 (N, 2 * resolution**2): H0 image, then H1 image
+    "A non-learned topology representation: GUDHI persistence images of H0 and H1, weighted by persistence."
+    from gudhi.representations import PersistenceImage
+    # a fixed range (filtration values lie in [0, 1]) so that no split's statistics leak into another's vectors
+    pi = PersistenceImage(bandwidth=bandwidth, weight=lambda p: p[1], resolution=[resolution, resolution],
+                          im_range=[0.0, 1.0, 0.0, 1.0]).fit([np.zeros((0, 2))])
+    ds = [diagrams[i] for i in range(len(diagrams))]
+    return np.concatenate([pi.transform([d[dim] for d in ds]) for dim in (0, 1)], axis=1).astype(np.float32)
 
 # %% ../nbs/40_evaluate.ipynb #0060
 def probe_model(model, # a `TopoCLModel`
