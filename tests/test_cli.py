@@ -46,11 +46,17 @@ def test_run_two_seeds_then_probe(tmp_path):
     "`topocl run` on the tiny preset: stages, probes, tables; then `topocl probe` of the saved TopoCL model."
     out = tmp_path/'run'
     env = {'TOPOCL_CACHE': str(tmp_path/'cache')}
-    r = topocl('run', '--preset', 'tiny', '--out-dir', out, '--seeds', 0, 1, '--limit', 48, '--probe-epochs', 5, env=env)
-    assert 'TOPOCL' in r.stdout.upper() and 'ACC' in r.stdout
+    r = topocl('run', '--preset', 'tiny', '--out-dir', out, '--seeds', 0, 1, '--limit', 48, '--probe-epochs', 5,
+               '--stage-epochs', '2,1,2', '--variants', 'baseline', 'baseline-matched', 'topocl', 'topocl-visual', env=env)
+    assert 'headline (chosen on validation accuracy)' in r.stdout and 'ACC' in r.stdout
     for f in ('results.csv', 'summary.csv', 'comparison.json', 'gates.png'): assert (out/f).is_file(), f
+    rows = json.loads((out/'results.json').read_text())
+    assert {x['variant'] for x in rows} == {'baseline', 'baseline-matched', 'topocl', 'topocl-visual'}
+    assert {x['train_epochs'] for x in rows if x['variant'] == 'baseline-matched'} == {'4'}   # E1 + E3
+    assert {x['train_epochs'] for x in rows if x['variant'] == 'topocl'} == {'2+1+2'}
     comp = json.loads((out/'comparison.json').read_text())
     assert {c['metric'] for c in comp} == {'test_acc', 'test_auc'} and all(c['n_pairs'] == 2 for c in comp)
+    assert {c['control'] for c in comp} == {'baseline', 'baseline-matched'}
     rec = json.loads(topocl('probe', out/'seed0'/'stage3'/'topocl.pt', '--limit', 48, '--epochs', 5, env=env).stdout)
     assert rec['kind'] == 'fused' and 0 <= rec['test_acc'] <= 1 and set(rec['gate_mean']) >= {'visual', 'topology'}
 
@@ -68,10 +74,28 @@ def test_papermill_experiment_notebook(tmp_path, monkeypatch):
     assert 'topocl run --preset tiny' in (tmp_path/'run-out.ipynb').read_text()
 
 def test_demo_main_command(tmp_path):
-    "The README's main command, shortened to one epoch per stage: every stage, both probes, the printed table."
+    "The README's main command, shortened to one epoch per stage: every variant trained and probed, the printed tables."
     r = topocl('demo', '--epochs', 1, '--out-dir', tmp_path/'demo', env={'TOPOCL_CACHE': str(tmp_path/'cache')})
     table = r.stdout
-    assert 'baseline' in table and 'topocl' in table and 'ACC' in table and 'AUC' in table
+    assert 'baseline-equal-time' in table and 'topocl-no-diagrams' in table and 'ACC' in table and 'AUC' in table
     rows = json.loads((tmp_path/'demo'/'results.json').read_text())
-    assert {(x['variant'], x['kind']) for x in rows} == {('baseline', 'visual'), ('topocl', 'fused')}
+    assert {(x['variant'], x['kind']) for x in rows} == {
+        ('baseline', 'visual'), ('baseline-matched', 'visual'), ('baseline-equal-time', 'visual'),
+        ('topocl-no-diagrams', 'fused'), ('topocl', 'fused'), ('topocl-visual', 'visual'), ('topocl-topology', 'topology'),
+        ('topocl-concat', 'concat'), ('ph-vector', 'ph-vector'), ('ph-vector+baseline', 'ph-vector+visual')}
+    assert sum(x['headline'] for x in rows) == 1
     assert all(0 <= x['test_acc'] <= 1 and 0 <= x['test_auc'] <= 1 for x in rows)
+
+
+@pytest.mark.parametrize('args, msg', [
+    (['--stage-epochs', '2,0,2'], 'three positive integers E1,E2,E3'),
+    (['--variants', 'topocl', 'visual'], "invalid choice: 'visual'"),
+    (['--set', 'augment.weak_band=[0.2, 0.1]'], 'augment.weak_band must be [lo, hi]'),
+    (['--preset', 'paper', '--dataset', 'synthetic', '--size', '28'], 'TOPOCL_SAM_CHECKPOINT'),
+])
+def test_run_refuses_bad_settings_before_training(tmp_path, args, msg):
+    "Bad stage budgets, variants, bands or a SAM preset without weights fail at once, naming what is wrong."
+    r = topocl('run', '--preset', 'tiny', '--out-dir', tmp_path/'run', *args, check=False,
+               env={'TOPOCL_CACHE': str(tmp_path/'cache'), 'TOPOCL_SAM_CHECKPOINT': ''})
+    assert r.returncode == 2 and msg in r.stderr, r.stderr
+    assert not (tmp_path/'run'/'seed0').exists()

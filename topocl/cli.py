@@ -11,8 +11,8 @@ from pathlib import Path
 from . import data, roi, augment, train, evaluate, pipeline
 
 # %% auto #0
-__all__ = ['PRESETS', 'SHORTCUTS', 'cmd_data', 'cmd_roi', 'cmd_calibrate', 'config_from_args', 'cmd_stage', 'cmd_probe',
-           'cmd_run', 'cmd_demo', 'build_parser', 'main']
+__all__ = ['PRESETS', 'PRESET_SEEDS', 'SHORTCUTS', 'cmd_data', 'cmd_roi', 'cmd_calibrate', 'parse_stage_epochs',
+           'config_from_args', 'cmd_stage', 'cmd_probe', 'cmd_run', 'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #0006
 def _add_dataset_args(p:argparse.ArgumentParser):
@@ -72,8 +72,12 @@ def _add_roi(sub):
 # %% ../nbs/50_cli.ipynb #0012
 def cmd_calibrate(args):
     "`topocl calibrate`: write a calibration file; returns the per-combination summary."
+    bands = {'weak': augment.parse_band(args.weak_band, '--weak-band'),
+             'strong': augment.parse_band(args.strong_band, '--strong-band')}
+    roi_kwargs = {'checkpoint': args.checkpoint} if args.roi == 'sam' and args.checkpoint else None
     cal = augment.run_calibration(args.dataset, out=args.out, split=args.split, roi=args.roi, root=args.root,
-                                  size=args.size, n_images=args.n_images, seed=args.seed, n_jobs=args.jobs)
+                                  size=args.size, n_images=args.n_images, seed=args.seed, n_jobs=args.jobs,
+                                  bands=bands, normaliser=args.normaliser, roi_kwargs=roi_kwargs)
     summary = cal.summary()
     cols = ['entry', 'level', 'admissible', 'max_median_r', 'check_median', 'check_inside', 'ranges']
     print(summary[cols].to_string(index=False))
@@ -83,12 +87,17 @@ def cmd_calibrate(args):
 def _add_calibrate(sub):
     p = sub.add_parser('calibrate', help='calibrate topology-aware augmentation ranges for a data set',
                        description='Measure the relative bottleneck distance r of each augmentation and combination '
-                                   'over an intensity grid and choose the ranges for topology-weak (r in 5-15%) and '
-                                   'topology-strong (15-25%) views; writes a JSON calibration file.')
+                                   'over an intensity grid and choose the ranges for topology-weak (r in 5-15% by '
+                                   'default) and topology-strong (15-25%) views; writes a JSON calibration file.')
     _add_dataset_args(p)
     p.add_argument('--split', default='train', choices=['train', 'val'], help='split to calibrate on (validated on the other)')
-    p.add_argument('--roi', default='otsu', choices=['otsu', 'full', 'truth'],
-                   help="ROI extractor; 'truth' uses the synthetic set's ground-truth masks")
+    p.add_argument('--roi', default='otsu', choices=['otsu', 'full', 'sam', 'truth'],
+                   help="ROI extractor; 'truth' uses the synthetic set's ground-truth masks; 'sam' needs a checkpoint")
+    p.add_argument('--checkpoint', default=None, help='SAM checkpoint for --roi sam (default: $TOPOCL_SAM_CHECKPOINT)')
+    p.add_argument('--weak-band', default='0.05,0.15', metavar='LO,HI', help='r band of topology-weak views (default: 0.05,0.15)')
+    p.add_argument('--strong-band', default='0.15,0.25', metavar='LO,HI', help='r band of topology-strong views (default: 0.15,0.25)')
+    p.add_argument('--normaliser', default='roi', choices=['roi', 'diagram'],
+                   help="r's denominator: the range of the ROI's values (default, the paper's) or of the clamped diagram (the old rule)")
     p.add_argument('--out', default=None, help='calibration JSON to write; default: in the cache folder')
     p.add_argument('--n-images', type=int, default=128, help='images in the calibration sample')
     p.add_argument('--seed', type=int, default=0)
@@ -96,12 +105,20 @@ def _add_calibrate(sub):
     p.set_defaults(func=cmd_calibrate)
 
 # %% ../nbs/50_cli.ipynb #0014
-PRESETS = {'paper': lambda out: train.Config(out_dir=out), 'demo': lambda out: train.demo_config(out),
-           'tiny': lambda out: train.tiny_config(out)}
+PRESETS = {'paper': train.paper_config, 'demo': train.demo_config, 'cpu': train.cpu_config, 'tiny': train.tiny_config}
+PRESET_SEEDS = {'paper': 5, 'cpu': 3, 'demo': 3, 'tiny': 2}  # `topocl run`'s default number of seeds
 SHORTCUTS = {'dataset': 'data.name', 'root': 'data.root', 'size': 'data.size', 'method': 'method.name',
              'arch': 'model.arch', 'epochs': 'train.epochs', 'batch_size': 'train.batch_size', 'lr': 'train.lr',
              'seed': 'seed', 'device': 'device', 'workers': 'num_workers', 'roi': 'roi.extractor',
-             'calibration': 'augment.calibration'}
+             'calibration': 'augment.calibration', 'stage_epochs': 'stage_epochs'}
+
+def parse_stage_epochs(text:str)->list:
+    "'E1,E2,E3' -> [E1, E2, E3] (argparse type of --stage-epochs)."
+    try: e = [int(x) for x in text.split(',')]
+    except ValueError: e = []
+    if len(e) != 3 or min(e) < 1:
+        raise argparse.ArgumentTypeError(f"expected three positive integers E1,E2,E3 (epochs of stages 1, 2, 3), got {text!r}")
+    return e
 
 def config_from_args(args)->train.Config:
     "The training config of a command: preset or --config, then shortcuts, then --set overrides; validated."
@@ -134,6 +151,8 @@ def _add_train_args(p):
     g.add_argument('--method', default=None, choices=['simclr', 'mocov3', 'byol', 'dino', 'barlowtwins'])
     g.add_argument('--arch', default=None, choices=['resnet18', 'resnet50'], help='visual backbone')
     g.add_argument('--epochs', type=int, default=None, help='epochs of each stage')
+    g.add_argument('--stage-epochs', type=parse_stage_epochs, default=None, metavar='E1,E2,E3',
+                   help='epochs of stages 1, 2 and 3 separately (overrides --epochs)')
     g.add_argument('--batch-size', type=int, default=None, help='global batch size')
     g.add_argument('--lr', type=float, default=None, help='AdamW peak learning rate')
     g.add_argument('--seed', type=int, default=None)
@@ -186,20 +205,29 @@ def _add_probe(sub):
 # %% ../nbs/50_cli.ipynb #0020
 def cmd_run(args):
     "A whole experiment; prints the baseline-vs-TopoCL table and where the files are."
-    pipeline.run_experiment(config_from_args(args), seeds=args.seeds, out_dir=args.out_dir,
+    seeds = args.seeds or list(range(PRESET_SEEDS.get(args.preset, 3)))
+    pipeline.run_experiment(config_from_args(args), seeds=seeds, out_dir=args.out_dir, variants=args.variants,
                             probe_kw=dict(epochs=args.probe_epochs), limit=args.limit, resume=not args.restart)
 
 def cmd_demo(args):
     "The demo: the whole pipeline on synthetic data, on CPU; prints the table."
-    pipeline.demo(args.out_dir, seeds=args.seeds, epochs=args.epochs, method=args.method)
+    pipeline.demo(args.out_dir, seeds=args.seeds, epochs=args.epochs, method=args.method, variants=args.variants)
+
+def _add_variants_arg(p):
+    p.add_argument('--variants', nargs='+', default=None, choices=pipeline.VARIANTS, metavar='VARIANT',
+                   help=f"which variants to train and probe (default: all: {', '.join(pipeline.VARIANTS)})")
 
 def _add_run(sub):
     p = sub.add_parser('run', help='everything for one data set and method: stages, probes, tables, t-tests',
-                       description='Train the three stages for each seed, probe the baseline (stage 1) and TopoCL '
-                                   '(stage 3), and write results/summary/comparison tables (JSON and CSV) and the '
-                                   'gate plot to --out-dir.')
+                       description='For each seed, train what the variants need (the three stages, the compute-matched '
+                                   'visual baselines, the no-diagrams stage 3), probe every variant with the same '
+                                   'linear probe, test TopoCL (its representation chosen on validation) against each '
+                                   'control, and write results/summary/comparison tables (JSON and CSV) and the gate '
+                                   'plot to --out-dir.')
     _add_train_args(p)
-    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='one full pipeline per seed (default: 0 1 2)')
+    p.add_argument('--seeds', type=int, nargs='+', default=None,
+                   help='one full pipeline per seed (default: 0-4 for --preset paper, 0 1 2 otherwise)')
+    _add_variants_arg(p)
     p.add_argument('--probe-epochs', type=int, default=100, help='epochs of the linear probe')
     p.add_argument('--limit', type=int, default=None, help='probe on at most this many images per split')
     p.add_argument('--restart', action='store_true', help='retrain stages that a previous run finished')
@@ -211,6 +239,7 @@ def _add_run(sub):
     p.add_argument('--seeds', type=int, nargs='+', default=[0], help='seeds (two or more add a paired t-test)')
     p.add_argument('--epochs', type=int, default=None, help='epochs per stage (default: the demo preset)')
     p.add_argument('--method', default='simclr', choices=['simclr', 'mocov3', 'byol', 'dino', 'barlowtwins'])
+    _add_variants_arg(p)
     p.set_defaults(func=cmd_demo)
 
 # %% ../nbs/50_cli.ipynb #0022
