@@ -815,7 +815,7 @@ def cpu_config(out_dir:str='runs/cpu',    # where the stages write
                method:str='simclr',
                seed:int=0,
               )->Config:
-    "Real 28 px data on a 2-core CPU: the demo's model and optimisation, sized so every variant of 3 seeds takes under an hour."
+    "Real 28 px data on a 2-core CPU: the demo's model and optimisation on the first 256 training images."
     cfg = demo_config(out_dir, epochs=epochs, n_train=max_samples, method=method, seed=seed)
     return replace(cfg, data=DataConfig(name=dataset, root=root, size=28, split='train', max_samples=max_samples))
 
