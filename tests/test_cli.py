@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-def topocl(*args, cwd=None, env=None, check=True):
+def topocl(*args, cwd=None, env=None, check=True, timeout=600):
     "Run the installed console command; returns the CompletedProcess."
     e = {**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})}
-    r = subprocess.run(['topocl', *map(str, args)], capture_output=True, text=True, cwd=cwd, env=e, timeout=600)
+    r = subprocess.run(['topocl', *map(str, args)], capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout)
     if check and r.returncode != 0: raise AssertionError(f'topocl {args} failed ({r.returncode}):\n{r.stderr[-3000:]}')
     return r
 
@@ -75,7 +75,8 @@ def test_papermill_experiment_notebook(tmp_path, monkeypatch):
 
 def test_demo_main_command(tmp_path):
     "The README's main command, shortened to one epoch per stage: every variant trained and probed, the printed tables."
-    r = topocl('demo', '--epochs', 1, '--out-dir', tmp_path/'demo', env={'TOPOCL_CACHE': str(tmp_path/'cache')})
+    # ten variants trained and probed on one thread: over 10 minutes on a 2-core machine
+    r = topocl('demo', '--epochs', 1, '--out-dir', tmp_path/'demo', env={'TOPOCL_CACHE': str(tmp_path/'cache')}, timeout=2400)
     table = r.stdout
     assert 'baseline-equal-time' in table and 'topocl-no-diagrams' in table and 'ACC' in table and 'AUC' in table
     rows = json.loads((tmp_path/'demo'/'results.json').read_text())
