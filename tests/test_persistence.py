@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from topocl.persistence import (BACKENDS, Diagram, DiagramSet, area_downsample, cache_path, collate, collate_tokens,
+from topocl.persistence import (BACKENDS, Diagram, DiagramSet, area_downsample, cache_path, collate_tokens,
                                 compute_diagrams, cubical_persistence, diagram_range, diagram_tokens,
-                                diagrams_cache_key, multiscale_persistence, relative_bottleneck, to_gray_float,
-                                worker_init)
+                                diagrams_cache_key, diagrams_of_filtrations, filtration_values,
+                                multiscale_persistence, relative_bottleneck, to_gray_float,
+                                PersistenceConfig, TokenMaker)
 
 DATA = Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'medmnist'
 DATA = Path(os.environ.get('TOPOCL_DATA', DATA))
@@ -34,14 +35,20 @@ def same(a: Diagram, b: Diagram):
 
 # ---- backends agree ------------------------------------------------------------------------------
 
+def agree(x, m=None, superlevel=False, backends=BACKENDS):
+    "The diagram of `x` if every backend gives exactly the same one; AssertionError naming the odd one otherwise."
+    ref, *rest = (cubical_persistence(x, m, superlevel, backend=be) for be in backends)
+    for be, d in zip(backends[1:], rest): assert same(ref, d), f'{be} differs from {backends[0]}'
+    return ref
+
+
 @pytest.mark.parametrize('superlevel', [False, True])
 def test_backends_identical_on_real_images(superlevel):
     imgs = real_images(n=60)
     rng = np.random.default_rng(1)
     for i, x in enumerate(imgs):
         m = None if i % 2 else rng.random(x.shape) < 0.8
-        a, b = (cubical_persistence(x, m, superlevel, backend=be) for be in BACKENDS)
-        assert same(a, b), i
+        agree(x, m, superlevel)
 
 
 def test_backends_identical_on_random_nonsquare_masked():
@@ -51,14 +58,30 @@ def test_backends_identical_on_random_nonsquare_masked():
         x = rng.integers(0, 256, (h, w), dtype=np.uint8) if i % 2 else rng.random((h, w))
         if i % 5 == 0: x = np.round(x / (x.max() or 1) * 3) / 3 if x.dtype != np.uint8 else x // 64 * 64   # heavy ties
         m = rng.random((h, w)) < rng.uniform(0.2, 1.0) if i % 3 else None
-        a, b = (cubical_persistence(x, m, bool(i % 4 == 1), backend=be) for be in BACKENDS)
-        assert same(a, b), (i, h, w)
+        agree(x, m, bool(i % 4 == 1))
 
 
-def test_backends_identical_upsampled_64():
-    imgs = upsample(real_images(n=8), 64)
+@pytest.mark.parametrize('size', [28, 64, 224])
+@pytest.mark.parametrize('superlevel', [False, True])
+def test_backends_identical_real_sizes_with_roi(size, superlevel):
+    "Real images at 28, 64 and 224 px, whole and inside a disc-shaped ROI, both filtrations: one diagram."
+    imgs = upsample(real_images('pneumoniamnist', n=3), size) if size != 28 else real_images('pneumoniamnist', n=6)
+    yy, xx = np.mgrid[:size, :size]
+    roi = np.hypot(yy - size / 2, xx - size / 2) < 0.4 * size
+    slow = ('gudhi-2d', 'cripser') if size == 224 else BACKENDS   # the generic complex: ~0.1 s per 224 px image
     for x in imgs:
-        assert same(cubical_persistence(x, backend='gudhi'), cubical_persistence(x, backend='cripser'))
+        for m in (None, roi):
+            d = agree(x, m, superlevel, slow)
+            assert len(d.h1) > 0 and len(d.h0) > 1
+    if size == 224: agree(imgs[0], roi, superlevel)   # and once with the generic complex too
+
+
+def test_batched_fast_path_equals_one_by_one():
+    "`diagrams_of_filtrations` hands GUDHI a list of images at once; each diagram is the one it gets alone."
+    imgs = upsample(real_images(n=5), 64)
+    fs = [filtration_values(x) for x in imgs] + [filtration_values(imgs[0], superlevel=True)[:40, :17]]
+    for d, f in zip(diagrams_of_filtrations(fs), fs):
+        assert same(d, diagrams_of_filtrations([f], 'cripser')[0])
 
 
 # ---- known answers and invariants ----------------------------------------------------------------
@@ -147,24 +170,36 @@ def test_tokens_sorted_padded_real():
 
 
 class _Views(Dataset):
-    def __init__(self, imgs): self.imgs = imgs
+    def __init__(self, imgs, maker): self.imgs, self.maker = imgs, maker
     def __len__(self): return len(self.imgs)
     def __getitem__(self, i):
         x = self.imgs[i]
-        return torch.from_numpy(x.astype(np.float32) / 255), (cubical_persistence(x), cubical_persistence(x, superlevel=True)), i
+        return torch.from_numpy(x.astype(np.float32) / 255), self.maker.view(x), i
 
 
-def test_collate_in_dataloader_workers():
+def test_token_maker_in_dataloader_workers():
+    "TokenMaker.view in two worker processes, batched by the default collate: the tokens it gives in this process."
     imgs = real_images(n=10)
-    dl = DataLoader(_Views(imgs), batch_size=4, num_workers=2, collate_fn=collate, worker_init_fn=worker_init)
-    batches = list(dl)
+    maker = TokenMaker(PersistenceConfig(filtration='superlevel'))
+    batches = list(DataLoader(_Views(imgs, maker), batch_size=4, num_workers=2))
     assert len(batches) == 3
-    x, (pd_a, pd_b), idx = batches[0]
+    x, (tok, pad), idx = batches[0]
     assert x.shape == (4, 28, 28) and idx.tolist() == [0, 1, 2, 3]
-    assert pd_a[0].shape == (4, 144, 4) and pd_a[1].shape == (4, 144) and pd_a[1].dtype == torch.bool
-    t0, p0 = diagram_tokens(cubical_persistence(imgs[0]))
-    assert torch.equal(pd_a[0][0], t0) and torch.equal(pd_a[1][0], p0)
-    assert collate_tokens([diagram_tokens(cubical_persistence(v)) for v in imgs[:3]])[0].shape == (3, 144, 4)
+    assert tok.shape == (4, 144, 4) and pad.shape == (4, 144) and pad.dtype == torch.bool
+    t0, p0 = diagram_tokens(cubical_persistence(imgs[0], superlevel=True))
+    assert torch.equal(tok[0], t0) and torch.equal(pad[0], p0)
+    assert collate_tokens([maker.view(v) for v in imgs[:3]])[0].shape == (3, 144, 4)
+
+
+def test_token_maker_split_equals_views_on_real_rois(tmp_path):
+    "A split's tokens (parallel, cached) are each image's view tokens on its Otsu ROI, at 28 and 64 px."
+    from topocl.roi import compute_rois
+    for size in (28, 64):
+        imgs = real_images(n=24) if size == 28 else upsample(real_images(n=12), 64)
+        maker = TokenMaker(PersistenceConfig(scales=[1.0, 0.5]))
+        tk = maker.split(imgs, tmp_path, {'dataset': 'breastmnist', 'split': 'train', 'size': size}, n_jobs=2)
+        masks = compute_rois(imgs, 'otsu', progress=False).masks
+        for i in range(len(imgs)): assert torch.equal(tk.tokens[i], maker.view(imgs[i], masks[i])[0]), (size, i)
 
 
 # ---- the dataset engine --------------------------------------------------------------------------
@@ -275,6 +310,7 @@ def test_bad_masks():
 
 
 def test_tune_malloc_removes_page_faults():
+    "cripser allocates fresh pages per 224 px image unless malloc keeps freed ones (GUDHI's 2-D path does not fault)."
     import subprocess, sys
     code = """
 import resource, numpy as np, sys
@@ -283,7 +319,7 @@ rng = np.random.default_rng(0)
 imgs = [np.kron(rng.integers(0, 256, (28, 28), dtype=np.uint8), np.ones((8, 8), np.uint8)) for _ in range(6)]
 def faults():
     f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for x in imgs: cubical_persistence(x)
+    for x in imgs: cubical_persistence(x, backend='cripser')
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f
 faults(); before = faults()
 ok = tune_malloc(); faults(); after = faults()

@@ -211,7 +211,8 @@ def cmd_run(args):
 
 def cmd_demo(args):
     "The demo: the whole pipeline on synthetic data, on CPU; prints the table."
-    pipeline.demo(args.out_dir, seeds=args.seeds, epochs=args.epochs, method=args.method, variants=args.variants)
+    pipeline.demo(args.out_dir, seeds=args.seeds, epochs=args.epochs, method=args.method, variants=args.variants,
+                  n_train=args.n_train, limit=args.limit, probe_epochs=args.probe_epochs)
 
 def _add_variants_arg(p):
     p.add_argument('--variants', nargs='+', default=None, choices=pipeline.VARIANTS, metavar='VARIANT',
@@ -239,6 +240,9 @@ def _add_run(sub):
     p.add_argument('--seeds', type=int, nargs='+', default=[0], help='seeds (two or more add a paired t-test)')
     p.add_argument('--epochs', type=int, default=None, help='epochs per stage (default: the demo preset)')
     p.add_argument('--method', default='simclr', choices=['simclr', 'mocov3', 'byol', 'dino', 'barlowtwins'])
+    p.add_argument('--n-train', type=int, default=None, help='synthetic images for self-supervised training (default: 512)')
+    p.add_argument('--limit', type=int, default=None, help='probe on at most this many images per split (default: all)')
+    p.add_argument('--probe-epochs', type=int, default=None, help='epochs of the linear probe (default: 100)')
     _add_variants_arg(p)
     p.set_defaults(func=cmd_demo)
 

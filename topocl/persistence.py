@@ -5,21 +5,24 @@
 # %% ../nbs/02_persistence.ipynb #0002
 from __future__ import annotations
 import hashlib, json, math, os, warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, asdict, fields
 from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
+
 
 import numpy as np
 import torch
 import gudhi
 from .data import as_float_image, atomic_write, to_gray
+from .roi import compute_rois, get_extractor
+
 
 # %% auto #0
-__all__ = ['BACKENDS', 'NORMALISERS', 'Diagram', 'to_gray_float', 'filtration_values', 'diagram_of_filtration',
-           'cubical_persistence', 'diagram_tokens', 'collate_tokens', 'collate', 'diagram_range', 'roi_range',
-           'relative_bottleneck', 'area_downsample', 'multiscale_persistence', 'DiagramSet', 'tune_malloc',
-           'worker_init', 'diagrams_cache_key', 'cache_path', 'compute_diagrams']
+__all__ = ['BACKENDS', 'NORMALISERS', 'FILTRATIONS', 'Diagram', 'to_gray_float', 'filtration_values', 'diagrams_of_filtrations',
+           'diagram_of_filtration', 'cubical_persistence', 'diagram_tokens', 'collate_tokens', 'diagram_range',
+           'roi_range', 'relative_bottleneck', 'area_downsample', 'multiscale_persistence', 'DiagramSet', 'tune_malloc',
+           'diagrams_cache_key', 'cache_path', 'compute_diagrams', 'PersistenceConfig', 'Tokens', 'TokenMaker']
 
 # %% ../nbs/02_persistence.ipynb #0006
 def _as_points(x, name:str) -> np.ndarray:
@@ -73,7 +76,7 @@ def to_gray_float(image, # (H,W) or (H,W,3) uint8, bool or float in [0,1]
     return np.clip(to_gray(f, rgb=True, dtype=np.float64), 0.0, 1.0) if f.ndim == 3 else f
 
 # %% ../nbs/02_persistence.ipynb #0012
-BACKENDS = ('cripser', 'gudhi')
+BACKENDS = ('gudhi-2d', 'cripser', 'gudhi')  # the fast default first; cripser and the generic GUDHI complex are references
 
 def _check_mask(mask, shape, name:str='mask') -> np.ndarray:
     "`mask` as a bool array of `shape`, or a ValueError."
@@ -95,8 +98,25 @@ def filtration_values(image, # (H,W) or (H,W,3) uint8 or float in [0,1]
         if not m.all(): f = np.where(m, f, 1.0)
     return f
 
+_GUDHI_2D = None
+
+def _gudhi_2d():
+    "GUDHI's scikit-learn cubical transformer: 2-D top-cell images go to its dedicated rectangle algorithm."
+    global _GUDHI_2D
+    if _GUDHI_2D is None:
+        from gudhi.sklearn.cubical_persistence import CubicalPersistence
+        _GUDHI_2D = CubicalPersistence(homology_dimensions=[0, 1], input_type='top_dimensional_cells', n_jobs=1).fit([])
+    return _GUDHI_2D
+
+def _raw_pairs_many(fs:Sequence[np.ndarray], backend:str) -> list:
+    "`_raw_pairs` of several filtrations; GUDHI's 2-D path takes them in one call, which spreads its per-call cost."
+    if backend != 'gudhi-2d': return [_raw_pairs(f, backend) for f in fs]
+    return [(np.asarray(h0, np.float64).reshape(-1, 2).copy(), np.asarray(h1, np.float64).reshape(-1, 2))
+            for h0, h1 in _gudhi_2d().transform(list(fs))]
+
 def _raw_pairs(f:np.ndarray, backend:str):
     "(h0, h1) pairs with infinite deaths as inf, from the chosen backend."
+    if backend == 'gudhi-2d': return _raw_pairs_many([f], backend)[0]
     if backend == 'cripser':
         import cripser
         try: r = cripser.computePH_T(np.ascontiguousarray(f), maxdim=1, location='none')   # skip positions: faster
@@ -112,21 +132,31 @@ def _raw_pairs(f:np.ndarray, backend:str):
                 np.asarray(cc.persistence_intervals_in_dimension(1), np.float64).reshape(-1, 2))
     raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
 
-def diagram_of_filtration(f:np.ndarray, # float64 (H,W) top-cell filtration values
-                          backend:str='cripser', # 'cripser' (fast) or 'gudhi' (reference)
-                         ) -> Diagram:
-    "Diagram of a top-cell filtration: essential bar clamped, zero-persistence points dropped."
-    h0, h1 = _raw_pairs(f, backend)
+def _finish(h0:np.ndarray, h1:np.ndarray, fmax:float) -> Diagram:
+    "Essential bar clamped to `fmax`, zero-persistence points dropped, canonical order."
     ess = ~np.isfinite(h0[:, 1])
-    h0[ess, 1] = f.max()
+    h0[ess, 1] = fmax
     keep0 = ess | (h0[:, 1] > h0[:, 0])
     keep1 = np.isfinite(h1[:, 1]) & (h1[:, 1] > h1[:, 0])
     return Diagram(_canonical(h0[keep0]), _canonical(h1[keep1]))
 
+def diagrams_of_filtrations(fs:Sequence[np.ndarray], # float64 (H,W) top-cell filtration values, one per image
+                            backend:str='gudhi-2d', # 'gudhi-2d' (fast), 'cripser' or 'gudhi' (generic complex)
+                           ) -> list[Diagram]:
+    "Diagrams of several top-cell filtrations: essential bar clamped, zero-persistence points dropped."
+    if backend not in BACKENDS: raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    return [_finish(h0, h1, f.max()) for f, (h0, h1) in zip(fs, _raw_pairs_many(fs, backend))]
+
+def diagram_of_filtration(f:np.ndarray, # float64 (H,W) top-cell filtration values
+                          backend:str='gudhi-2d', # 'gudhi-2d' (fast), 'cripser' or 'gudhi' (generic complex)
+                         ) -> Diagram:
+    "Diagram of one top-cell filtration (see `diagrams_of_filtrations`)."
+    return diagrams_of_filtrations([f], backend)[0]
+
 def cubical_persistence(image, # (H,W) or (H,W,3); uint8, bool or float in [0,1]
                         mask=None, # bool (H,W), True = inside the ROI; None = whole image
                         superlevel:bool=False, # bright structures first; reported in the 1 - intensity scale
-                        backend:str='cripser', # 'cripser' (fast, default) or 'gudhi' (reference)
+                        backend:str='gudhi-2d', # 'gudhi-2d' (fast, default), 'cripser' or 'gudhi' (generic complex)
                        ) -> Diagram:
     "H0 and H1 persistence of an image's T-construction cubical complex."
     if backend not in BACKENDS: raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
@@ -155,19 +185,6 @@ def collate_tokens(items:Sequence[tuple[torch.Tensor, torch.Tensor]], # (tokens,
     if len(items) == 0: raise ValueError("collate_tokens: empty list")
     return torch.stack([t for t, _ in items]), torch.stack([p for _, p in items])
 
-def collate(batch:Sequence, # samples from a Dataset; Diagrams anywhere inside become (tokens, pad)
-            k0:int=48, # H0 slots
-            k1:int=96, # H1 slots
-           ):
-    "DataLoader `collate_fn`: Diagrams become batched `(tokens, pad)`, the rest goes to `default_collate`."
-    from torch.utils.data import default_collate
-    first = batch[0]
-    if isinstance(first, Diagram): return collate_tokens([diagram_tokens(d, k0, k1) for d in batch])
-    if isinstance(first, dict): return {k: collate([b[k] for b in batch], k0, k1) for k in first}
-    if isinstance(first, (tuple, list)) and not isinstance(first, str):
-        cols = [collate(list(c), k0, k1) for c in zip(*batch)]
-        return type(first)(*cols) if hasattr(first, '_fields') else (tuple(cols) if isinstance(first, tuple) else cols)
-    return default_collate(batch)
 
 # %% ../nbs/02_persistence.ipynb #0029
 def diagram_range(d:Diagram) -> float:
@@ -230,19 +247,19 @@ def multiscale_persistence(image, # (H,W) or (H,W,3); uint8, bool or float in [0
                            mask=None, # bool (H,W), True = inside the ROI
                            scales:Sequence[float]=(1.0, 0.5, 0.25), # downsampling factors in (0, 1]
                            superlevel:bool=False, # bright structures first (1 - intensity scale)
-                           backend:str='cripser', # 'cripser' or 'gudhi'
+                           backend:str='gudhi-2d', # 'gudhi-2d' (fast), 'cripser' or 'gudhi'
                            name:str='image', # what to call the input in error messages
                           ) -> list[Diagram]: # one diagram per scale
     "Diagrams of the image area-downsampled at each scale."
     if backend not in BACKENDS: raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     f = to_gray_float(image, name)
     m = None if mask is None else _check_mask(mask, f.shape, f"mask of {name}")
-    out = []
+    fs = []
     for s in _check_scales(scales):
-        fs = area_downsample(f, s)
         ms = None if m is None else (m if s == 1 else area_downsample(m.astype(np.float64), s) >= 0.5)
-        out.append(diagram_of_filtration(filtration_values(fs, ms, superlevel), backend))
-    return out
+        fs.append(filtration_values(area_downsample(f, s), ms, superlevel))
+    return diagrams_of_filtrations(fs, backend)
+
 
 # %% ../nbs/02_persistence.ipynb #0037
 _FORMAT = 1
@@ -343,9 +360,6 @@ def tune_malloc(mmap_threshold:int=32 << 20, # allocations below this come from 
     except (OSError, AttributeError): _MALLOC_TUNED = False
     return _MALLOC_TUNED
 
-def worker_init(worker_id:int=0):
-    "DataLoader `worker_init_fn` for workers that compute diagrams on the fly: `tune_malloc()`."
-    tune_malloc()
 
 def _n_workers(n_jobs:int) -> int:
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
@@ -355,16 +369,19 @@ def _n_workers(n_jobs:int) -> int:
 def _chunk_diagrams(images, masks, start:int, superlevel:bool, backend:str, scales, tune:bool=False):
     "Packed diagrams of one chunk of images (runs in a worker process)."
     if tune: tune_malloc()
+    if scales is None:
+        fs = []
+        for k in range(len(images)):
+            f = to_gray_float(images[k], f"images[{start + k}]")
+            m = None if masks is None else _check_mask(np.asarray(masks[k]), f.shape, f"masks[{start + k}]")
+            fs.append(filtration_values(f, m, superlevel))
+        return _pack(diagrams_of_filtrations(fs, backend))   # one backend call per chunk
     out = []
     for k in range(len(images)):
-        name = f"images[{start + k}]"
         m = None if masks is None else np.asarray(masks[k])
-        if scales is None:
-            f = to_gray_float(images[k], name)
-            if m is not None: m = _check_mask(m, f.shape, f"masks[{start + k}]")
-            out.append(diagram_of_filtration(filtration_values(f, m, superlevel), backend))
-        else: out.extend(multiscale_persistence(images[k], m, scales, superlevel, backend, name))
+        out.extend(multiscale_persistence(images[k], m, scales, superlevel, backend, f"images[{start + k}]"))
     return _pack(out)
+
 
 def _join(parts):
     "(h0, off0, h1, off1) of consecutive packed chunks."
@@ -385,7 +402,8 @@ def _fingerprint(images, masks, n_sample:int=64) -> str:
             a = np.ascontiguousarray(src[i]); h.update(str((a.dtype.str, a.shape)).encode()); h.update(a.tobytes())
     return h.hexdigest()
 
-def diagrams_cache_key(images, masks=None, superlevel:bool=False, backend:str='cripser', scales=None, cache_key:dict|None=None) -> dict:
+def diagrams_cache_key(images, masks=None, superlevel:bool=False, backend:str='gudhi-2d',
+ scales=None, cache_key:dict|None=None) -> dict:
     "The full key a cached `DiagramSet` is stored under."
     first = np.asarray(images[0])
     return {'user': cache_key, 'superlevel': bool(superlevel), 'backend': backend,
@@ -412,7 +430,8 @@ def compute_diagrams(images, # (N,H,W) or (N,H,W,3) array (memory-mapped is fine
                      n_jobs:int=-1, # worker processes; -1 = all cores (in-process if the job is tiny), 1 = in this process
                      chunk_size:int|None=None, # images per task; None: ~8 tasks per worker, <= 4M pixels each
                      superlevel:bool=False, # bright structures first (1 - intensity scale)
-                     backend:str='cripser', # 'cripser' (fast) or 'gudhi' (reference)
+                     backend:str='gudhi-2d', # 'gudhi-2d' (fast), 'cripser' or 'gudhi' (generic complex)
+
                      scales:Sequence[float]|None=None, # multi-scale factors, e.g. (1.0, 0.5, 0.25); None = one scale
                      cache_dir=None, # folder of cached sets; None = no cache
                      cache_key:dict|None=None, # what the engine cannot see: dataset, split, size, ROI method...
@@ -439,7 +458,9 @@ def compute_diagrams(images, # (N,H,W) or (N,H,W,3) array (memory-mapped is fine
     px = int(np.prod(np.asarray(images[0]).shape[:2]))
     if chunk_size is None: chunk_size = int(np.clip(math.ceil(n / (8 * workers)), 1, max(1, 4_000_000 // px)))
     if chunk_size < 1: raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size}")
-    est = n * (2e-4 + px * (1.6e-7 if backend == 'cripser' else 1.2e-6)) * (1.4 if scales else 1)  # rough serial seconds
+    per_px = {'gudhi-2d': 1.6e-8, 'cripser': 1.6e-7, 'gudhi': 1.2e-6}[backend]   # measured on a 2-core box
+    est = n * (2e-5 + px * per_px) * (1.4 if scales else 1)  # rough serial seconds
+
     if est < 2.0 and n_jobs is not None and n_jobs < 0: workers = 1   # auto mode: not worth starting workers
     starts = range(0, n, chunk_size)
     task = partial(_chunk_diagrams, superlevel=superlevel, backend=backend, scales=scales)
@@ -457,3 +478,110 @@ def compute_diagrams(images, # (N,H,W) or (N,H,W,3) array (memory-mapped is fine
     ds = DiagramSet(*_join(parts), scales=scales or (1.0,), key=key)
     if path is not None: ds.save(path)
     return ds
+
+# %% ../nbs/02_persistence.ipynb #512a9674
+FILTRATIONS = ('sublevel', 'superlevel')
+
+def _is_int(v, lo:int=1) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+@dataclass
+class PersistenceConfig:
+    "How an image becomes diagram tokens: read by calibration, training views, probes and the ph-vector baseline."
+    filtration:str = 'sublevel'     # 'sublevel' (dark structures first) or 'superlevel' (bright first, 1 - intensity)
+    backend:str = 'gudhi-2d'        # 'gudhi-2d' (fast), 'cripser' or 'gudhi': identical diagrams
+    k0:int = 48                     # H0 token slots (the most persistent points)
+    k1:int = 96                     # H1 token slots
+    scales:list|None = None         # multi-scale factors in (0, 1], e.g. [1.0, 0.5, 0.25]; None: one scale
+    normaliser:str = 'roi'          # r's denominator in calibration: 'roi' (the ROI's value range) or 'diagram'
+
+    @property
+    def superlevel(self) -> bool: return self.filtration == 'superlevel'
+
+    def check(self, where:str='persistence') -> PersistenceConfig:
+        "`self` if every field is valid, else one ValueError naming each bad field as `where.field`."
+        errs = []
+        if self.filtration not in FILTRATIONS: errs.append(f"{where}.filtration must be one of {', '.join(FILTRATIONS)}, got {self.filtration!r}")
+        if self.backend not in BACKENDS: errs.append(f"{where}.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        for k in ('k0', 'k1'):
+            if not _is_int(getattr(self, k)): errs.append(f"{where}.{k} must be an integer >= 1, got {getattr(self, k)!r}")
+        if self.scales is not None:
+            try: _check_scales(self.scales)
+            except (ValueError, TypeError): errs.append(f"{where}.scales must be None or a list of values in (0, 1], got {self.scales!r}")
+        if self.normaliser not in NORMALISERS: errs.append(f"{where}.normaliser must be one of {', '.join(NORMALISERS)}, got {self.normaliser!r}")
+        if errs: raise ValueError('; '.join(errs))
+        return self
+
+    def diagram(self, image, mask=None, name:str='image') -> Diagram:
+        "The diagram of one image on its ROI (points pooled over scales when there are several)."
+        if self.scales is None:
+            f = to_gray_float(image, name)
+            m = None if mask is None else _check_mask(mask, f.shape, f"mask of {name}")
+            return diagram_of_filtration(filtration_values(f, m, self.superlevel), self.backend)
+        return Diagram.concat(multiscale_persistence(image, mask, self.scales, self.superlevel, self.backend, name))
+
+    def tokens(self, diagram:Diagram) -> tuple[torch.Tensor, torch.Tensor]:
+        "(k0+k1, 4) tokens and (k0+k1,) padding of a diagram."
+        return diagram_tokens(diagram, self.k0, self.k1)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if d['scales'] is not None: d['scales'] = [float(s) for s in d['scales']]
+        return d
+
+    @classmethod
+    def from_dict(cls, d:dict|None, where:str='persistence') -> PersistenceConfig:
+        "A checked config from a dict (missing keys take defaults); unknown keys are a ValueError naming them."
+        d = dict(d or {})
+        names = [f.name for f in fields(cls)]
+        bad = [k for k in d if k not in names]
+        if bad: raise ValueError(f"unknown field {', '.join(f'{where}.{k}' for k in bad)} ({where} has: {', '.join(names)})")
+        if d.get('scales') is not None and isinstance(d['scales'], (list, tuple)): d['scales'] = list(d['scales'])
+        return cls(**d).check(where)
+
+# %% ../nbs/02_persistence.ipynb #2b639b50
+class Tokens(NamedTuple):
+    "Diagram tokens of a whole split, as `TokenMaker.split` returns them."
+    tokens: torch.Tensor  # float32 (N, k0+k1, 4)
+    pad: torch.Tensor  # bool (N, k0+k1), True = padded
+    n_fallback: int  # images whose ROI fell back to the full image
+    diagrams: object = None  # the `DiagramSet` the tokens were taken from
+
+    def emptied(self) -> Tokens:
+        "The same shapes with every token padded: what the `topocl-no-diagrams` control sees."
+        return Tokens(torch.zeros_like(self.tokens), torch.ones_like(self.pad), self.n_fallback, None)
+
+class TokenMaker:
+    "Image + ROI -> diagram -> tokens, one way for training views, probes and calibration's reference diagrams."
+    def __init__(self, config:PersistenceConfig|None=None, # how diagrams and tokens are made
+                 roi='otsu', # ROI extractor (name or `ROIExtractor`) used by `split`
+                 empty:bool=False, # every diagram empty (all tokens padded): the `topocl-no-diagrams` control
+                ):
+        self.config, self.roi, self.empty = (config or PersistenceConfig()).check(), roi, empty
+        n = self.config.k0 + self.config.k1
+        self._empty = (torch.zeros(n, 4), torch.ones(n, dtype=torch.bool))
+
+    def view(self, image, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+        "Tokens and padding of one (augmented) view on its ROI; runs in DataLoader workers."
+        if self.empty: return self._empty[0].clone(), self._empty[1].clone()
+        tune_malloc()   # once per process: workers reuse freed pages instead of faulting fresh ones
+        return self.config.tokens(self.config.diagram(image, mask))
+
+    def split(self, images, # uint8/float (N,H,W) or (N,H,W,3): the un-augmented images of a split
+              cache_dir=None, # folder for cached ROI masks and diagrams; None = no cache
+              cache_key:dict|None=None, # names the data (dataset, split, size, n...) in the cache
+              n_jobs:int=-1, # PH worker processes (-1: all cores when worth it)
+              progress:bool=False,
+             ) -> Tokens:
+        "Tokens of every un-augmented ROI image of a split: ROIs, then `compute_diagrams` (parallel, cached)."
+        ex = get_extractor(self.roi)
+
+        rois = compute_rois(images, ex, cache_dir=cache_dir, cache_key=cache_key, progress=progress)
+        key = None if cache_dir is None else {**(cache_key or {}), 'roi': ex.name, 'roi_settings': ex.settings()}
+        c = self.config
+        ds = compute_diagrams(images, rois.masks, n_jobs=n_jobs, superlevel=c.superlevel, backend=c.backend, scales=c.scales,
+                              cache_dir=cache_dir, cache_key=key, progress=progress)
+        tk = Tokens(*ds.tokens(c.k0, c.k1), rois.n_fallback, ds)
+
+        return tk.emptied() if self.empty else tk
+
+    def __repr__(self): return f"TokenMaker({self.config}, roi={getattr(self.roi, 'name', self.roi)!r}, empty={self.empty})"

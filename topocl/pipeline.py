@@ -303,7 +303,11 @@ def demo(out_dir='runs/demo',     # where everything is written
          n_train:int|None=None,    # synthetic images for self-supervised training (default: `demo_config`'s)
          verbose:bool=True,
          variants=None,            # which of `VARIANTS` (default: all)
+         limit:int|None=None,      # probe on at most this many images per split (default: all)
+         probe_epochs:int|None=None, # epochs of the linear probe (default: `linear_probe`'s)
         )->dict:
     "The main job on the embedded default data: calibration, ROIs, diagrams, every variant's training and probe; the tables."
     kw = {k: v for k, v in dict(epochs=epochs, n_train=n_train).items() if v is not None}
-    return run_experiment(demo_config(str(out_dir), method=method, **kw), seeds=seeds, verbose=verbose, variants=variants)
+    probe_kw = None if probe_epochs is None else dict(epochs=probe_epochs)
+    return run_experiment(demo_config(str(out_dir), method=method, **kw), seeds=seeds, verbose=verbose, variants=variants,
+                          limit=limit, probe_kw=probe_kw)
