@@ -317,32 +317,33 @@ def test_extract_features_kinds_and_gates(fused):
         extract_features(fused, s.images, "embedding")
 
 
-def test_split_tokens_see_topology_and_use_the_cache(tmp_path):
+def test_split_tokens_see_topology_and_use_the_cache(tmp_path):  # TokenMaker.split, what probes use
     "Un-augmented ROI diagrams: rings (class 2) have a long H1 bar, blobs (class 0) do not; cached runs agree."
     import torch
     from topocl.data import make_synthetic
-    from topocl.evaluate import split_tokens
+    from topocl.persistence import TokenMaker
     s = make_synthetic(40, size=28, seed=2)
-    tk = split_tokens(s.images, "otsu")
+    maker = TokenMaker(roi="otsu")
+    tk = maker.split(s.images)
     assert tk.tokens.shape == (40, 144, 4) and tk.pad.shape == (40, 144)
     h1 = (tk.tokens[:, 48, 1] - tk.tokens[:, 48, 0]).numpy() * ~tk.pad[:, 48].numpy()
     assert h1[s.labels == 2].mean() > h1[s.labels == 0].mean() + 0.1
     key = dict(dataset="synthetic-test", split="train", size=28)
-    a = split_tokens(s.images, "otsu", cache_dir=tmp_path, cache_key=key)
+    a = maker.split(s.images, cache_dir=tmp_path, cache_key=key)
     assert torch.equal(a.tokens, tk.tokens) and any(tmp_path.iterdir())
-    b = split_tokens(s.images, "otsu", cache_dir=tmp_path, cache_key=key)
+    b = maker.split(s.images, cache_dir=tmp_path, cache_key=key)
     assert torch.equal(a.tokens, b.tokens) and torch.equal(a.pad, b.pad)
 
 
 def test_topological_tokens_carry_the_synthetic_labels():
     "A probe on persistence values of the un-augmented ROI diagrams separates blobs from rings."
     from topocl.data import make_synthetic
-    from topocl.evaluate import split_tokens
+    from topocl.persistence import TokenMaker
     feats = []
     for seed, n in ((10, 200), (11, 80), (12, 120)):
         s = make_synthetic(n, size=28, seed=seed, n_classes=4)
         keep = np.isin(s.labels, (0, 2))  # one blob vs one ring: same components, different holes
-        tk = split_tokens(s.images[keep], "otsu")
+        tk = TokenMaker(roi="otsu").split(s.images[keep])
         pers = (tk.tokens[..., 1] - tk.tokens[..., 0]).numpy()
         feats += [pers, (s.labels[keep] == 2).astype(np.int64)]
     res = linear_probe(*feats, epochs=30)
@@ -360,11 +361,12 @@ def test_probe_model_and_checkpoint_roundtrip(tmp_path, fused, isolated_env):
     assert rec["kind"] == "fused" and rec["n_train"] == 12 and rec["feature_dim"] == 48
     assert set(rec["gate_mean"]) == set(EXPERTS) and sum(rec["gate_mean"].values()) == pytest.approx(1, abs=1e-4)
     json.dumps(rec)
-    ck = save_checkpoint(fused, tmp_path / "m.pt", extra=dict(roi="full", superlevel=True))
+    sup = dict(filtration="superlevel")
+    ck = save_checkpoint(fused, tmp_path / "m.pt", extra=dict(roi="full", persistence=sup))
     r = probe_checkpoint(ck, "synthetic", splits=sp, tokens=None, probe_kw=dict(epochs=4), device="cpu")
-    assert (r["roi"], r["superlevel"], r["model_kind"], r["checkpoint"]) == ("full", True, "fused", str(ck))
+    assert (r["roi"], r["persistence"]["filtration"], r["model_kind"], r["checkpoint"]) == ("full", "superlevel", "fused", str(ck))
     # a reloaded checkpoint gives the same features, hence the same probe, as the model it was saved from
-    same = probe_model(fused, sp, roi="full", superlevel=True, probe_kw=dict(epochs=4))
+    same = probe_model(fused, sp, roi="full", persistence=sup, probe_kw=dict(epochs=4))
     assert r["test_acc"] == same["test_acc"] and r["val_acc"] == same["val_acc"]
     v = probe_checkpoint(ck, "synthetic", splits=sp, probe_kw=dict(epochs=4), device="cpu", roi="otsu", kind="visual")
     assert v["roi"] == "otsu"                                   # explicit settings win over the checkpoint's
@@ -419,7 +421,7 @@ def test_probe_checkpoint_on_real_breastmnist(tmp_path, medmnist_root, isolated_
 
 
 def test_run_settings_read_from_training_files(tmp_path, fused, isolated_env):
-    "A checkpoint in a stage folder: config.yaml beside it and the run's calibration give dataset, ROI and filtration."
+    "A checkpoint in a stage folder: its config.yaml gives dataset, ROI and persistence; an old run's, its calibration's."
     import yaml
     from topocl.augment import CALIBRATION_FORMAT, CALIBRATION_VERSION
     from topocl.evaluate import run_settings, probe_checkpoint, load_splits
@@ -436,10 +438,17 @@ def test_run_settings_read_from_training_files(tmp_path, fused, isolated_env):
                meta=dict(bands=dict(weak=[0.05, 0.15]), n_images=8, seed=0, roi="full", filtration="superlevel",
                          backend="gudhi"))
     (run / "calibration.json").write_text(json.dumps(cal))         # found at <out_dir>, i.e. beside stage3/
-    st = run_settings(ck)
-    assert st["superlevel"] is True and st["backend"] == "gudhi"
+    st = run_settings(ck)                                            # an old run: no persistence section, so the calibration's
+    assert (st["persistence"]["filtration"], st["persistence"]["backend"], st["persistence"]["normaliser"]) == ("superlevel", "gudhi", "diagram")
     r = probe_checkpoint(ck, limit=8, probe_kw=dict(epochs=2), device="cpu")
-    assert (r["dataset"], r["roi"], r["superlevel"], r["backend"], r["n_classes"]) == ("synthetic", "full", True, "gudhi", 2)
+    p = r["persistence"]
+    assert (r["dataset"], r["roi"], p["filtration"], p["backend"], r["n_classes"]) == ("synthetic", "full", "superlevel", "gudhi", 2)
+    new = dict(cfg, persistence=dict(filtration="sublevel", backend="cripser", k0=48, k1=96, scales=[1.0, 0.5], normaliser="roi"))
+    (run / "stage3" / "config.yaml").write_text(yaml.safe_dump(new))   # a new run: its own section, not the calibration
+    assert run_settings(ck)["persistence"] == new["persistence"]
+    (run / "stage3" / "config.yaml").write_text(yaml.safe_dump(dict(new, persistence=dict(filtration="upward"))))
+    with pytest.raises(ValueError, match="persistence.filtration must be one of sublevel, superlevel"):
+        run_settings(ck)
     (run / "stage3" / "config.yaml").write_text("data: [unclosed")
     with pytest.raises(ValueError, match="config.yaml"):
         run_settings(ck)
@@ -451,7 +460,7 @@ def test_run_settings_read_from_training_files(tmp_path, fused, isolated_env):
 def test_probe_checkpoints_of_a_tiny_training_run(tmp_path, isolated_env):
     "Train the three stages for seconds (topocl.train.tiny_config), then probe baseline and TopoCL from the files alone."
     from topocl.train import tiny_config, train_all
-    from topocl.evaluate import probe_checkpoint, split_tokens, compare_variants
+    from topocl.evaluate import probe_checkpoint, compare_variants
     res = train_all(tiny_config(str(tmp_path / "run")))
     vis, fus = res[1].weights, res[3].weights
     recs = []

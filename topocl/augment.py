@@ -16,7 +16,7 @@ import torch
 from torchvision.transforms import v2
 import topocl
 from .data import as_float_image, save_json_atomic, to_gray
-from .persistence import NORMALISERS, Diagram, cubical_persistence, relative_bottleneck, roi_range
+from .persistence import NORMALISERS, Diagram, PersistenceConfig, cubical_persistence, relative_bottleneck, roi_range
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'VISUAL_PRESETS', 'TOPO_OPS', 'DEFAULT_BANDS', 'DEFAULT_OPS', 'DEFAULT_COMBOS',
@@ -231,20 +231,18 @@ def view_r(image, # float [0,1] or uint8 image (H,W) or (H,W,3)
            intensities:dict, # op name -> intensity
            rng:np.random.Generator, # randomness of the view
            base:Diagram|None=None, # PD(x) on the ROI, if already computed
-           superlevel:bool=False, # filtration (see topocl.persistence)
-           backend:str='cripser', # persistence backend
-           exact:bool=True, # exact bottleneck distance
-           normaliser:str='roi', # r's denominator: 'roi' (range of the ROI's own values) or 'diagram' (the clamped diagram's range)
+           persistence:PersistenceConfig|None=None, # filtration, backend, scales and normaliser of r (default: the paper's)
+           exact:bool=True, # exact bottleneck distance (False: GUDHI's approximation, error <= 0.01 in r)
           ) -> float: # r = max(r0, r1)
     "Relative bottleneck distance between an image's diagram and that of one topology-aware view."
-    if normaliser not in NORMALISERS: raise ValueError(f"normaliser: expected one of {NORMALISERS}, got {normaliser!r}")
+    p = (persistence or PersistenceConfig()).check()
     x = as_float_image(image)
     m = np.ones(x.shape[:2], bool) if mask is None else mask
-    if base is None: base = cubical_persistence(x, m, superlevel=superlevel, backend=backend)
+    if base is None: base = p.diagram(x, m)
     y, my = apply_ops(x, m, ops, intensities, rng)
-    d = cubical_persistence(y, my, superlevel=superlevel, backend=backend)
+    d = p.diagram(y, my)
     if d == base: return 0.0
-    scale = roi_range(x, m, superlevel) if normaliser == 'roi' else None
+    scale = roi_range(x, m, p.superlevel) if p.normaliser == 'roi' else None
     return float(relative_bottleneck(base, d, exact=exact, scale=scale)[2])
 
 # %% ../nbs/03_augment.ipynb #0020
@@ -269,27 +267,27 @@ def _steps(entry) -> list[dict]:
 
 def _measure_images(payload) -> np.ndarray:
     "r for every (image, entry, grid point) of one chunk of images: (n_images, total grid points)."
-    images, masks, idx, entries, seed, superlevel, backend, exact, normaliser = payload
+    images, masks, idx, entries, seed, persistence, exact = payload
     out = []
     for x, m, i in zip(images, masks, idx):
-        base = cubical_persistence(x, m, superlevel=superlevel, backend=backend)
+        base = persistence.diagram(x, m)
         row = []
         for key, ops, steps in entries:
             for k, step in enumerate(steps):
                 rng = np.random.default_rng([seed, int(i), _entry_seed(key), k])
                 # a step fixes each intensity, or gives a (lo, hi) range to draw it from (range checks)
                 inten = {op: float(rng.uniform(*v)) if isinstance(v, tuple) else v for op, v in step.items()}
-                row.append(view_r(x, m, ops, inten, rng, base, superlevel, backend, exact, normaliser))
+                row.append(view_r(x, m, ops, inten, rng, base, persistence, exact))
         out.append(row)
     return np.asarray(out, dtype=np.float64).reshape(len(idx), -1)
 
-def _run_measure(images, masks, idx, entries, seed, superlevel, backend, exact, normaliser, n_jobs, pool):
+def _run_measure(images, masks, idx, entries, seed, persistence, exact, n_jobs, pool):
     "`_measure_images` over all images, in chunks on the process pool if there is one."
-    if pool is None: return _measure_images((images, masks, idx, entries, seed, superlevel, backend, exact, normaliser))
+    if pool is None: return _measure_images((images, masks, idx, entries, seed, persistence, exact))
     import topocl.augment as mod  # workers need an importable function: the exported module's copy
     chunks = np.array_split(np.arange(len(idx)), min(len(idx), 4 * n_jobs))
     parts = pool.map(mod._measure_images, [([images[j] for j in c], [masks[j] for j in c], [idx[j] for j in c],
-                                             entries, seed, superlevel, backend, exact, normaliser) for c in chunks if len(c)])
+                                             entries, seed, persistence, exact) for c in chunks if len(c)])
     return np.concatenate(list(parts), axis=0)
 
 def _crossing(x, y, level, first_at_or_above:bool):
@@ -340,6 +338,13 @@ class Calibration:
     def bands(self) -> dict: return {k: tuple(v) for k, v in self.meta['bands'].items()}
     @property
     def entries(self) -> dict: return self.data['entries']
+    @property
+    def persistence(self) -> PersistenceConfig:
+        "How the diagrams behind r were made; files from before the record existed give filtration and backend only."
+        m = self.meta
+        if 'persistence' in m: return PersistenceConfig.from_dict(m['persistence'], 'calibration meta.persistence')
+        # the first files: no scales, and r normalised by the diagram's range until the normaliser option existed
+        return PersistenceConfig(filtration=m['filtration'], backend=m['backend'], normaliser=m.get('normaliser', 'diagram')).check('calibration meta')
 
     def admissible(self, level:str, # a band name, e.g. 'weak' or 'strong'
                    singles:bool=False, # also single operations (default: combinations of 2-3 ops only)
@@ -467,10 +472,8 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
               n_images:int=128, # images sampled from the pool
               seed:int=0, # sampling and view randomness
               bands:dict|None=None, # level -> (lo, hi) band of r; default DEFAULT_BANDS
-              superlevel:bool=False, # filtration (False: sublevel)
-              backend:str='cripser', # persistence backend
-              exact:bool=True, # exact bottleneck distance (False: GUDHI's approximation, error <= 1% of range)
-              normaliser:str='roi', # r's denominator: 'roi' (the ROI's own value range, the paper's) or 'diagram' (the old rule)
+              persistence:PersistenceConfig|None=None, # filtration, backend, scales and normaliser of r (default: the paper's)
+              exact:bool=True, # exact bottleneck distance (False: GUDHI's approximation, error <= 0.01 in r)
               n_jobs:int=1, # worker processes (-1: all cores)
               n_check:int=2, # views per image drawn from each chosen range to check it
               min_inside:float=0.25, # a checked range also needs this fraction of its views inside the band
@@ -479,7 +482,7 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
              ) -> Calibration:
     "Sweep operations and combinations, measure r on the ROI, and choose intensity ranges per band."
     t0 = time.perf_counter()
-    if normaliser not in NORMALISERS: raise ValueError(f"normaliser: expected one of {NORMALISERS}, got {normaliser!r}")
+    persistence = (persistence or PersistenceConfig()).check()
     bands = {k: tuple(map(float, v)) for k, v in (bands or DEFAULT_BANDS).items()}
     for lv, (lo, hi) in bands.items():
         if not 0 <= lo < hi: raise ValueError(f"bands[{lv!r}]: expected (lo, hi) with 0 <= lo < hi, got {(lo, hi)}")
@@ -508,7 +511,7 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
             if not o.homeomorphism and (len(g) < 2 or g[0] < 0): raise ValueError(f"grid[{op!r}]: need >= 2 non-negative intensities, got {g}")
             entries[op] = dict(ops=[op], params=[] if o.homeomorphism else [op], x_name=op if not o.homeomorphism else 'none',
                                x=g, intensity={} if o.homeomorphism else {op: g}, unit=o.unit)
-        _sweep(entries, xs, ms, idx, seed, superlevel, backend, exact, normaliser, n_jobs, pool, bands, keep_samples)
+        _sweep(entries, xs, ms, idx, seed, persistence, exact, n_jobs, pool, bands, keep_samples)
         # units: where each op alone reaches the top of the highest band
         top = max(hi for lo, hi in bands.values())
         units = {}
@@ -527,16 +530,16 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
             params = [op for op in c if not TOPO_OPS[op].homeomorphism]
             combo_entries[entry_key(c)] = dict(ops=list(c), params=params, x_name='t', x=tg, units={op: units[op] for op in params},
                                                intensity={op: [t * units[op] for t in tg] for op in params})
-        _sweep(combo_entries, xs, ms, idx, seed, superlevel, backend, exact, normaliser, n_jobs, pool, bands, keep_samples)
+        _sweep(combo_entries, xs, ms, idx, seed, persistence, exact, n_jobs, pool, bands, keep_samples)
         entries.update(combo_entries)
-        _check_ranges(entries, xs, ms, idx, seed, superlevel, backend, exact, normaliser, n_jobs, pool, bands, n_check, min_inside)
+        _check_ranges(entries, xs, ms, idx, seed, persistence, exact, n_jobs, pool, bands, n_check, min_inside)
     finally:
         if pool is not None: pool.shutdown()
     roi = 'full image' if masks is None else repr(masks) if hasattr(masks, 'extract_batch') else 'given masks'
     meta = {**(meta or {}), 'n_images': len(idx), 'indices': idx, 'seed': seed, 'bands': {k: list(v) for k, v in bands.items()},
             'image_shape': list(imgs.shape[1:]), 'roi': (meta or {}).get('roi', roi),
-            'filtration': 'superlevel' if superlevel else 'sublevel', 'backend': backend, 'exact_bottleneck': exact,
-            'normaliser': normaliser,
+            'persistence': persistence.to_dict(), 'exact_bottleneck': exact,
+            'filtration': persistence.filtration, 'backend': persistence.backend, 'normaliser': persistence.normaliser,
             'grids': {k: e['x'] for k, e in entries.items() if len(e['ops']) == 1}, 't_grid': tg,
             'combos': [list(c) for c in combos], 'r': 'max(r0, r1), relative bottleneck on the ROI (topocl.persistence.relative_bottleneck)',
             'selection': 'isotonic median per grid point, linearly interpolated band crossings',
@@ -544,14 +547,14 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
             'n_jobs': n_jobs, 'elapsed_s': round(time.perf_counter() - t0, 2)}
     return Calibration({'format': CALIBRATION_FORMAT, 'version': CALIBRATION_VERSION, 'meta': meta, 'entries': entries})
 
-def _check_ranges(entries, xs, ms, idx, seed, superlevel, backend, exact, normaliser, n_jobs, pool, bands, n_check, min_inside):
+def _check_ranges(entries, xs, ms, idx, seed, persistence, exact, n_jobs, pool, bands, n_check, min_inside):
     "Draw intensities independently from each chosen range, as `TopoAugment` does, and keep the ranges whose median r is in band."
     checks = [(f'{key}|{level}', tuple(e['ops']), [{op: tuple(lv['ranges'][op]) for op in e['params']}] * n_check)
               for key, e in entries.items() for level, lv in e['levels'].items() if lv['reachable'] and e['params']]
     for e in entries.values():
         for lv in e['levels'].values(): lv['admissible'], lv['check'] = False, None
     if not checks or n_check < 1: return
-    r = _run_measure(xs, ms, idx, checks, seed, superlevel, backend, exact, normaliser, n_jobs, pool)
+    r = _run_measure(xs, ms, idx, checks, seed, persistence, exact, n_jobs, pool)
     col = 0
     for ckey, _, steps in checks:
         key, level = ckey.split('|'); rk = r[:, col:col + len(steps)].ravel(); col += len(steps)
@@ -561,10 +564,10 @@ def _check_ranges(entries, xs, ms, idx, seed, superlevel, backend, exact, normal
                        'inside': float(((rk >= lo) & (rk <= hi)).mean())}
         lv['admissible'] = bool(lo <= med <= hi and lv['check']['inside'] >= min_inside)
 
-def _sweep(entries, xs, ms, idx, seed, superlevel, backend, exact, normaliser, n_jobs, pool, bands, keep_samples):
+def _sweep(entries, xs, ms, idx, seed, persistence, exact, n_jobs, pool, bands, keep_samples):
     "Measure r for every entry's grid points, then fill in statistics and chosen ranges (in place)."
     todo = [(key, tuple(e['ops']), _steps(e)) for key, e in entries.items()]
-    r = _run_measure(xs, ms, idx, todo, seed, superlevel, backend, exact, normaliser, n_jobs, pool)
+    r = _run_measure(xs, ms, idx, todo, seed, persistence, exact, n_jobs, pool)
     col = 0
     for key, e in entries.items():
         n = len(e['x']); rk = r[:, col:col + n]; col += n
@@ -655,25 +658,21 @@ def validate(calibration:Calibration, # the calibration to check
              levels:Sequence[str]|None=None, # default: all bands of the calibration
              n_views:int=4, # views per image and level
              seed:int=0, # randomness of the views
-             superlevel:bool|None=None, # default: the calibration's filtration
-             backend:str|None=None, # default: the calibration's backend
-             exact:bool=True, # exact bottleneck distance
+             exact:bool|None=None, # exact bottleneck distance; None: as the calibration measured r
             ) -> pd.DataFrame: # one row per view: image, level, combo, r, intensities
-    "r of `TopoAugment` views of held-out images, one row per view."
-    m = calibration.meta
-    normaliser = m.get('normaliser', 'diagram')   # files written before the option existed used the diagram's range
-    superlevel = (m['filtration'] == 'superlevel') if superlevel is None else superlevel
-    backend = backend or m['backend']
+    "r of `TopoAugment` views of held-out images (diagrams made as the calibration made them), one row per view."
+    p = calibration.persistence
+    exact = calibration.meta.get('exact_bottleneck', True) if exact is None else exact
     imgs = np.asarray(images); rows = []
     for i, mk in enumerate(_roi_masks(masks, imgs, range(len(imgs)))):
         x = as_float_image(imgs[i], f'images[{i}]')
-        base = cubical_persistence(x, mk, superlevel=superlevel, backend=backend)
+        base = p.diagram(x, mk)
         for level in (levels or list(calibration.bands)):
             aug = TopoAugment(calibration, level)
             for v in range(n_views):
                 rng = np.random.default_rng([seed, i, v, zlib.crc32(level.encode())])
                 ops, inten = aug.sample(rng)
-                r = view_r(x, mk, ops, inten, rng, base, superlevel, backend, exact, normaliser)
+                r = view_r(x, mk, ops, inten, rng, base, p, exact)
                 rows.append(dict(image=i, level=level, combo=entry_key(ops), r=r, intensities=json.dumps(inten)))
     return pd.DataFrame(rows)
 
@@ -738,7 +737,7 @@ def run_calibration(dataset:str, # 'synthetic' or a MedMNIST flag, e.g. 'breastm
                     n_validate:int=64, # held-out images
                     n_views:int=4, # views per held-out image and level
                     roi_kwargs:dict|None=None, # options of the ROI extractor (e.g. checkpoint= for SAM)
-                    **kwargs, # passed to `calibrate` (ops, grid, combos, t_grid, bands, superlevel, backend, exact, ...)
+                    **kwargs, # passed to `calibrate` (ops, grid, combos, t_grid, bands, persistence, exact, ...)
                    ) -> Calibration:
     "Calibrate a dataset split, validate on a held-out split, and write the JSON file."
     images, truth = _load_split(dataset, split, root, size, rgb, data_seed, synthetic_n)

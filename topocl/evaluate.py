@@ -6,7 +6,7 @@
 from __future__ import annotations
 import copy, json, math, os, tempfile, time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,14 +22,14 @@ from . import data as _data
 from .augment import Calibration, VisualAugment
 from .model import load_checkpoint
 from .moe import EXPERTS
-from .persistence import compute_diagrams, diagram_tokens
-from .roi import compute_rois, get_extractor
+from .persistence import PersistenceConfig, TokenMaker, Tokens
+from .roi import get_extractor
 
 # %% auto #0
 __all__ = ['METRICS', 'GROUP', 'FEATURE_KINDS', 'SETTINGS', 'accuracy', 'auc_score', 'standardize', 'ProbeResult',
            'torch_threads', 'linear_probe', 'null_auc_sd', 'summarize', 'paired_ttest', 'compare_variants',
-           'save_table', 'gate_stats', 'plot_gates', 'Features', 'preprocess', 'extract_features', 'Tokens',
-           'split_tokens', 'ph_vectors', 'probe_model', 'load_splits', 'run_settings', 'probe_checkpoint']
+           'save_table', 'gate_stats', 'plot_gates', 'Features', 'preprocess', 'extract_features', 'ph_vectors',
+           'probe_persistence', 'probe_model', 'load_splits', 'run_settings', 'probe_checkpoint']
 
 # %% ../nbs/40_evaluate.ipynb #0006
 def accuracy(labels, probs) -> float:
@@ -342,7 +342,7 @@ def preprocess(images, # uint8 or float [0,1] numpy: (B,H,W) gray or (B,H,W,3) R
 # %% ../nbs/40_evaluate.ipynb #0053
 def _check_tokens(tokens, pad, n, k):
     "Tokens (N,K,4) float and pad (N,K) bool as tensors, or a ValueError."
-    if tokens is None: raise ValueError("tokens: this kind needs diagram tokens (see `split_tokens`)")
+    if tokens is None: raise ValueError("tokens: this kind needs diagram tokens (see `topocl.persistence.TokenMaker.split`)")
     tokens = torch.as_tensor(tokens, dtype=torch.float32)
     if tokens.shape != (n, k, 4): raise ValueError(f"tokens: expected shape ({n}, {k}, 4), got {tuple(tokens.shape)}")
     pad = torch.zeros(n, k, dtype=torch.bool) if pad is None else torch.as_tensor(pad)
@@ -387,39 +387,7 @@ def extract_features(model, # a `TopoCLModel` (frozen: run in eval mode, no grad
     finally: model.train(was)
     return Features(torch.cat(feats).numpy(), torch.cat(gates).numpy() if gates else None)
 
-# %% ../nbs/40_evaluate.ipynb #0057
-class Tokens(NamedTuple):
-    "What `split_tokens` returns."
-    tokens: torch.Tensor  # float32 (N, k0+k1, 4)
-    pad: torch.Tensor  # bool (N, k0+k1), True = padded
-    n_fallback: int  # images whose ROI fell back to the full image
-    diagrams: object = None  # the `DiagramSet` the tokens were taken from
-
-    def emptied(self)->Tokens:
-        "The same shapes with every token padded: what the `topocl-no-diagrams` control sees."
-        return Tokens(torch.zeros_like(self.tokens), torch.ones_like(self.pad), self.n_fallback, None)
-
-
-def split_tokens(images, # uint8/float (N,H,W) or (N,H,W,3): the un-augmented images
-                 roi="otsu", # ROI extractor: 'otsu', 'full', 'sam' or an `ROIExtractor` (as in training)
-                 superlevel:bool=False, # filtration direction used in training
-                 backend:str="cripser", # PH backend ('cripser' or 'gudhi': identical diagrams)
-                 scales=None, # multi-scale factors used in training, or None
-                 k0:int=48, k1:int=96, # token slots per dimension: the model's `config.k0`, `config.k1`
-                 cache_dir=None, # cache folder for masks and diagrams; None = no cache
-                 cache_key:dict|None=None, # names the data (dataset, split, size) in the cache
-                 n_jobs:int=-1, # PH worker processes (-1: all cores when worth it)
-                 progress:bool=False, # progress bars
-                ) -> Tokens:
-    "Diagram tokens of the un-augmented ROI images of a split (ROI -> cubical PH -> top-k tokens)."
-    ex = get_extractor(roi)
-    ck = None if cache_key is None else {**cache_key, "roi": ex.name, "roi_settings": ex.settings()}
-    rois = compute_rois(images, ex, cache_dir=cache_dir, cache_key=cache_key, progress=progress)
-    ds = compute_diagrams(images, rois.masks, n_jobs=n_jobs, superlevel=superlevel, backend=backend, scales=scales,
-                          cache_dir=cache_dir, cache_key=ck if cache_dir is not None else None, progress=progress)
-    toks = [diagram_tokens(d, k0, k1) for d in ds]
-    return Tokens(torch.stack([t for t, _ in toks]), torch.stack([p for _, p in toks]), rois.n_fallback, ds)
-
+# %% ../nbs/40_evaluate.ipynb #edd03798
 def ph_vectors(diagrams, # a `DiagramSet` or a sequence of `Diagram`s (birth, death in [0, 1])
                resolution:int=10, # pixels per side of each dimension's persistence image
                bandwidth:float=0.05, # Gaussian bandwidth, in filtration units
@@ -433,13 +401,21 @@ def ph_vectors(diagrams, # a `DiagramSet` or a sequence of `Diagram`s (birth, de
     return np.concatenate([pi.transform([d[dim] for d in ds]) for dim in (0, 1)], axis=1).astype(np.float32)
 
 # %% ../nbs/40_evaluate.ipynb #0060
+def probe_persistence(model, # a `TopoCLModel`
+                      persistence:PersistenceConfig|dict|None=None, # the training run's, or None (the defaults)
+                     ) -> PersistenceConfig:
+    "How a probe makes a model's tokens: training's persistence config, with the model's own token slots."
+    p = persistence if isinstance(persistence, PersistenceConfig) else PersistenceConfig.from_dict(persistence)
+    return replace(p, k0=model.config.k0, k1=model.config.k1).check()
+
 def probe_model(model, # a `TopoCLModel`
                 splits:dict, # {'train': (images, labels), 'val': ..., 'test': ...}
                 kind:str|None=None, # 'visual', 'fused' or 'topology'; None: the model's own kind
-                roi="otsu", superlevel:bool=False, backend:str="cripser", scales=None, # how training made diagrams
+                roi="otsu", # ROI extractor training used: 'otsu', 'full', 'sam' or an `ROIExtractor`
+                persistence:PersistenceConfig|dict|None=None, # how training made diagrams (default: `PersistenceConfig()`)
                 size:int|None=None, # input side the model was trained at; None: the images' size
                 normalize=None, # training's image normalisation: None, 'imagenet' or (mean, std)
-                tokens:dict|None=None, # {'train': Tokens, ...} precomputed by `split_tokens`, to reuse
+                tokens:dict|None=None, # {'train': Tokens, ...} precomputed by `TokenMaker.split`, to reuse
                 cache_dir=None, # cache for ROI masks and diagrams
                 cache_key:dict|None=None, # names the dataset in the cache; the split is added
                 batch_size:int=256, device=None, # feature extraction
@@ -454,9 +430,9 @@ def probe_model(model, # a `TopoCLModel`
     kind = kind or model.config.kind
     rec, feats, gates, t0 = dict(kind=kind), {}, {}, time.perf_counter()
     if kind != "visual" and tokens is None:
-        c = model.config
-        tokens = {s: split_tokens(splits[s][0], roi, superlevel, backend, scales, c.k0, c.k1, cache_dir,
-                                  None if cache_key is None else {**cache_key, "split": s}, n_jobs, progress)
+        maker = TokenMaker(probe_persistence(model, persistence), roi)
+        tokens = {s: maker.split(splits[s][0], cache_dir, None if cache_key is None else {**cache_key, "split": s},
+                                 n_jobs, progress)
                   for s in ("train", "val", "test")}
         rec.update(roi=roi if isinstance(roi, str) else roi.name,
                    n_roi_fallback=int(sum(t.n_fallback for t in tokens.values())))
@@ -496,12 +472,11 @@ def load_splits(dataset:str, # a `topocl.data.load_dataset` name: 'synthetic', a
     return out
 
 # %% ../nbs/40_evaluate.ipynb #0066
-SETTINGS = dict(roi="otsu", roi_options={}, superlevel=False, backend="cripser", scales=None, input_size=None,
-                normalize=None)
+SETTINGS = dict(roi="otsu", roi_options={}, persistence=None, input_size=None, normalize=None)
 
 def run_settings(checkpoint, # a weights file written by a training stage
                 ) -> dict:
-    "Settings recorded by the training run of `checkpoint` (config.yaml beside it, its calibration): may be empty."
+    "Settings recorded by the training run of `checkpoint` (the config.yaml beside it): may be empty."
     cfg_path = Path(checkpoint).parent / "config.yaml"
     if not cfg_path.is_file(): return {}
     try: cfg = yaml.safe_load(cfg_path.read_text()) or {}
@@ -511,12 +486,18 @@ def run_settings(checkpoint, # a weights file written by a training stage
     out = {k: v for k, v in dict(dataset=d.get("name"), root=d.get("root"), size=d.get("size"),
                                  data_options={k: v for k, v in (d.get("options") or {}).items() if k != "n"},
                                  roi=r.get("extractor"), roi_options=r.get("options")).items() if v is not None}
+    p = cfg["persistence"] if "persistence" in cfg else _legacy_persistence(cfg, cfg_path)
+    if p is not None: out["persistence"] = PersistenceConfig.from_dict(p, f"{cfg_path}: persistence").to_dict()
+    return out
+
+def _legacy_persistence(cfg:dict, cfg_path:Path) -> dict|None:
+    "Runs from before the persistence section: the filtration and backend were their calibration's, the normaliser augment's."
+    a = cfg.get("augment") or {}
     cal = Path(a["calibration"]) if a.get("calibration") else Path(cfg.get("out_dir", ".")) / "calibration.json"
     if not cal.is_absolute() and not cal.is_file(): cal = cfg_path.parent.parent / cal.name  # out_dir/stageK/config.yaml
-    if cal.is_file():
-        m = Calibration.load(cal).meta
-        out.update(superlevel=m.get("filtration") == "superlevel", backend=m.get("backend", "cripser"))
-    return out
+    if not cal.is_file(): return None
+    p = Calibration.load(cal).persistence.to_dict()
+    return {**p, "normaliser": a.get("normaliser", p["normaliser"])}
 
 # %% ../nbs/40_evaluate.ipynb #0067
 def probe_checkpoint(checkpoint, # path of a `TopoCLModel` checkpoint
@@ -530,11 +511,11 @@ def probe_checkpoint(checkpoint, # path of a `TopoCLModel` checkpoint
                      seed:int=0, # the probe's seed
                      probe_kw:dict|None=None, # extra `linear_probe` arguments
                      splits:dict|None=None, # already loaded splits (skips `load_splits`)
-                     tokens:dict|None=None, # precomputed `split_tokens` per split, to reuse
+                     tokens:dict|None=None, # precomputed `TokenMaker.split` tokens per split, to reuse
                      data_options:dict|None=None, # more `load_dataset` keywords; None: the run's
                      return_details:bool=False, # also return the details dict of `probe_model`
                      progress:bool=False,
-                     **settings, # override training settings: roi, roi_options, superlevel, backend, scales, input_size, normalize
+                     **settings, # override training settings: roi, roi_options, persistence, input_size, normalize
                     ):
     "Linear-probe a saved model on a dataset: a JSON-ready record (test ACC/AUC, chosen settings, gate means)."
     bad = sorted(set(settings) - set(SETTINGS))
@@ -554,7 +535,8 @@ def probe_checkpoint(checkpoint, # path of a `TopoCLModel` checkpoint
     needs_tokens = (kind or model.config.kind) != "visual" and tokens is None
     roi = get_extractor(st["roi"], **(st["roi_options"] or {})) if needs_tokens else st["roi"]  # SAM loads weights
     key = dict(dataset=dataset, size=size, limit=limit, options={k: str(v) for k, v in sorted(opts.items())})
-    out = probe_model(model, splits, kind, roi, st["superlevel"], st["backend"], st["scales"], st["input_size"],
+    st["persistence"] = probe_persistence(model, st["persistence"]).to_dict()
+    out = probe_model(model, splits, kind, roi, st["persistence"], st["input_size"],
                       st["normalize"], tokens, cache_dir, key, device=device, probe_kw=probe_kw, seed=seed,
                       progress=progress, return_details=return_details)
     rec = out[0] if return_details else out

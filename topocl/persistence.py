@@ -479,7 +479,7 @@ def compute_diagrams(images, # (N,H,W) or (N,H,W,3) array (memory-mapped is fine
     if path is not None: ds.save(path)
     return ds
 
-# %% ../nbs/02_persistence.ipynb #512a9674
+# %% ../nbs/02_persistence.ipynb #5347f5a0
 FILTRATIONS = ('sublevel', 'superlevel')
 
 def _is_int(v, lo:int=1) -> bool: return isinstance(v, int) and not isinstance(v, bool) and v >= lo
@@ -538,7 +538,7 @@ class PersistenceConfig:
         if d.get('scales') is not None and isinstance(d['scales'], (list, tuple)): d['scales'] = list(d['scales'])
         return cls(**d).check(where)
 
-# %% ../nbs/02_persistence.ipynb #2b639b50
+# %% ../nbs/02_persistence.ipynb #84e476ce
 class Tokens(NamedTuple):
     "Diagram tokens of a whole split, as `TokenMaker.split` returns them."
     tokens: torch.Tensor  # float32 (N, k0+k1, 4)

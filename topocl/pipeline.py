@@ -12,12 +12,12 @@ import numpy as np, pandas as pd
 
 from .data import save_json_atomic
 from .roi import get_extractor
-from .augment import Calibration
+from .persistence import TokenMaker
 from .model import TopoCLModel, load_checkpoint, load_pretrained, save_checkpoint
 from .train import (Config, train_stage, demo_config, config_to_dict, epochs_of, calibration_path, seed_everything,
                           check_pretrained, stage_weights)
 from .evaluate import (probe_checkpoint, load_splits, summarize, compare_variants, save_table, plot_gates,
-                             split_tokens, ph_vectors, linear_probe, extract_features)
+                             ph_vectors, linear_probe, extract_features)
 
 # %% auto #0
 __all__ = ['METRICS', 'VARIANTS', 'CONTROLS', 'REPRESENTATIONS', 'PROBES', 'COMPUTE', 'check_variants', 'seed_config',
@@ -100,13 +100,10 @@ def compute_of(variant:str, runs:dict)->dict:
 
 # %% ../nbs/45_pipeline.ipynb #0dbdd6db
 def probe_tokens(cfg:Config, splits:dict, cache_dir=None)->dict:
-    "Diagram tokens of the un-augmented ROI images of every split, made as training made them: {split: Tokens}."
-    cal = Calibration.load(calibration_path(cfg)).meta if calibration_path(cfg).is_file() else {}
-    roi, d, m = get_extractor(cfg.roi.extractor, **cfg.roi.options), cfg.data, cfg.model
+    "Diagram tokens of the un-augmented ROI images of every split, made as training made them (`cfg.persistence`): {split: Tokens}."
+    maker, d = TokenMaker(cfg.persistence, get_extractor(cfg.roi.extractor, **cfg.roi.options)), cfg.data
     key = dict(dataset=d.name, size=d.size, options={k: str(v) for k, v in sorted(d.options.items())})
-    return {s: split_tokens(x, roi, cal.get('filtration') == 'superlevel', cal.get('backend', 'cripser'), None, m.k0, m.k1,
-                            cache_dir, {**key, 'split': s, 'n': len(x)} if cache_dir else None)
-            for s, (x, _) in splits.items()}
+    return {s: maker.split(x, cache_dir, {**key, 'split': s, 'n': len(x)} if cache_dir else None) for s, (x, _) in splits.items()}
 
 def probe_features(feats:dict, splits:dict, seed:int=0, probe_kw:dict|None=None)->dict:
     "The linear probe (`evaluate.linear_probe`) of given features {split: (N, D)}: a record."

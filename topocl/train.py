@@ -14,22 +14,22 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 from .data import atomic_write, load_dataset, default_cache_dir
 from .roi import EXTRACTORS, SAM_CHECKPOINT_ENV, get_extractor, compute_rois
-from .persistence import NORMALISERS, Diagram, cubical_persistence, diagram_tokens
+from .persistence import Diagram, PersistenceConfig, TokenMaker
 from .augment import VisualAugment, TopoAugment, Calibration, calibrate, to_tensor_image
 from .model import ModelConfig, TopoCLModel, save_checkpoint, load_checkpoint, load_pretrained
 from .methods import METHODS, method_class, method_defaults, make_method
 
 # %% auto #0
-__all__ = ['STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'EMPTY_DIAGRAM', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES',
-           'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'OptimConfig', 'Config', 'config_from_dict',
-           'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config',
-           'warmup_cosine', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo',
-           'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'load_training_images',
-           'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches',
-           'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save',
-           'write_metrics_csv', 'load_checkpoint_file', 'NonFiniteLossError', 'TrainResult', 'EpochSampler', 'Trainer',
-           'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config',
-           'cpu_config', 'paper_config']
+__all__ = ['STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'DataConfig',
+           'ROIConfig', 'AugmentConfig', 'MethodConfig', 'OptimConfig', 'Config', 'config_from_dict', 'config_to_dict',
+           'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config', 'warmup_cosine',
+           'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device',
+           'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'load_training_images', 'training_rois',
+           'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained',
+           'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv',
+           'load_checkpoint_file', 'NonFiniteLossError', 'TrainResult', 'EpochSampler', 'Trainer', 'tiny_config',
+           'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config',
+           'paper_config']
 
 # %% ../nbs/30_train.ipynb #0006
 @dataclass
@@ -54,10 +54,9 @@ class AugmentConfig:
     "Topology-aware views (stages 2 and 3)."
     calibration:str|None = None  # a saved calibration (None: calibrate on the training images, saved in out_dir)
     calib_samples:int = 128      # images used when calibrating here
-    calib_exact:bool = True      # exact bottleneck distances (False: GUDHI's approximation, much faster at 224 px)
+    calib_exact:bool = True      # exact bottleneck distances (False: GUDHI's approximation, error <= 0.01 in r; needed at 224 px)
     weak_band:list = field(default_factory=lambda: [0.05, 0.15])    # r band of topology-weak views (paper: 5-15%)
     strong_band:list = field(default_factory=lambda: [0.15, 0.25])  # r band of topology-strong views (paper: 15-25%)
-    normaliser:str = 'roi'       # r's denominator: 'roi' (range of the ROI's values, the paper's) or 'diagram' (the old rule)
     view1:str = 'topo-weak'      # first view of stages 2 and 3: 'topo-weak', 'topo-strong', 'visual-weak' or 'visual-strong'
     view2:str = 'topo-strong'    # second view (Table 4: topo-weak + topo-strong is best; row (a): visual-weak + visual-strong)
     empty_diagrams:bool = False  # the `topocl-no-diagrams` control: every diagram replaced by an empty one (training and probe)
@@ -84,7 +83,6 @@ STAGES = {1: 'visual pretraining', 2: 'topology pretraining', 3: 'joint fine-tun
 STAGE_FILES = {1: 'visual.pt', 2: 'topology.pt', 3: 'topocl.pt'}  # the trained weights each stage leaves
 TOPO_VIEWS = ('topo-weak', 'topo-strong')
 VIEWS = TOPO_VIEWS + ('visual-weak', 'visual-strong')  # stages 2 and 3 (Table 4): calibrated topology-aware or standard
-EMPTY_DIAGRAM = Diagram(np.zeros((0, 2)), np.zeros((0, 2)))  # what the `topocl-no-diagrams` control sees
 
 @dataclass
 class Config:
@@ -92,6 +90,7 @@ class Config:
     data:DataConfig = field(default_factory=DataConfig)
     roi:ROIConfig = field(default_factory=ROIConfig)
     augment:AugmentConfig = field(default_factory=AugmentConfig)
+    persistence:PersistenceConfig = field(default_factory=PersistenceConfig)  # diagrams and tokens: calibration, views, probes
     model:ModelConfig = field(default_factory=ModelConfig)
     method:MethodConfig = field(default_factory=MethodConfig)
     train:OptimConfig = field(default_factory=OptimConfig)
@@ -162,9 +161,29 @@ def _from_dict(cls, d:dict, prefix:str=''):
     try: return cls(**vals)
     except (ValueError, TypeError) as e: raise ValueError(f"{prefix}{e}") from None   # e.g. ModelConfig's own checks
 
+_MOVED = (('augment', 'normaliser'), ('model', 'k0'), ('model', 'k1'))   # fields that now live in `persistence`
+
+def _migrate(d:dict)->dict:
+    "Configs written before `persistence` existed: their augment.normaliser and model.k0/k1 move there."
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    p = d.get('persistence')
+    p = dict(p) if isinstance(p, dict) else p
+    for sec, key in _MOVED:
+        if not isinstance(d.get(sec), dict) or key not in d[sec]: continue
+        v = d[sec].pop(key)
+        if p is None: p = {}
+        if not isinstance(p, dict): break   # reported by _from_dict
+        if key in p and p[key] != v:
+            raise ValueError(f"{sec}.{key} is {v!r} but persistence.{key} is {p[key]!r}: set persistence.{key} only")
+        p[key] = v
+    if p is not None: d['persistence'] = p
+    return d
+
 def config_from_dict(d:dict)->Config:
-    "A `Config` from nested dicts; missing fields take their defaults."
-    return _from_dict(Config, d or {})
+    "A `Config` from nested dicts; missing fields take their defaults; the old layout (before `persistence`) migrates."
+    cfg = _from_dict(Config, _migrate(d or {}))
+    cfg.model = replace(cfg.model, k0=cfg.persistence.k0, k1=cfg.persistence.k1)   # token slots follow the persistence config
+    return cfg
 
 def _plain(x):
     if isinstance(x, dict): return {k: _plain(v) for k, v in x.items()}
@@ -172,8 +191,10 @@ def _plain(x):
     return x
 
 def config_to_dict(cfg:Config)->dict:
-    "Nested plain dicts and lists (YAML-safe)."
-    return _plain(asdict(cfg))
+    "Nested plain dicts and lists (YAML-safe); the token slots are written once, under persistence."
+    d = _plain(asdict(cfg))
+    for k in ('k0', 'k1'): d['model'].pop(k)
+    return d
 
 def save_config(cfg:Config, path)->Path:
     "Write `cfg` as YAML, atomically."
@@ -236,7 +257,11 @@ def validate_config(cfg:Config, stage:int|None=None)->Config:
     check(isinstance(r.options, dict), 'roi.options', 'a mapping', r.options)
     for k in ('view1', 'view2'): check(getattr(a, k) in VIEWS, f'augment.{k}', f"one of {', '.join(VIEWS)}", getattr(a, k))
     for k in ('weak_band', 'strong_band'): check(_is_band(getattr(a, k)), f'augment.{k}', '[lo, hi] with 0 <= lo < hi <= 1', getattr(a, k))
-    check(a.normaliser in NORMALISERS, 'augment.normaliser', f"one of {', '.join(NORMALISERS)}", a.normaliser)
+    try: cfg.persistence.check()
+    except ValueError as e: errs += str(e).split('; ')
+    for k in ('k0', 'k1'):
+        check(getattr(cfg.model, k) == getattr(cfg.persistence, k), f'model.{k}', f"persistence.{k} ({getattr(cfg.persistence, k)}), "
+              f"which sets the token slots", getattr(cfg.model, k))
     check(isinstance(a.empty_diagrams, bool), 'augment.empty_diagrams', 'true or false', a.empty_diagrams)
     if r.extractor == 'sam' and isinstance(r.options, dict) and not (r.options.get('checkpoint') or os.environ.get(SAM_CHECKPOINT_ENV)):
         errs.append(f"roi.extractor is 'sam' but no SAM checkpoint is set: pass --set roi.options.checkpoint=PATH or set "
@@ -372,25 +397,16 @@ class ViewDataset(Dataset):
                  masks=None,             # (N,H,W) bool ROIs (indexable, e.g. PackedMasks); None: visual views only
                  seed:int=0,             # base seed of every view
                  images_out:bool=True,   # topology views: also return the view images (stage 3), not only tokens (stage 2)
-                 superlevel:bool=False,  # filtration of the diagrams (the calibration's)
-                 backend:str='cripser',  # persistence backend
-                 k0:int=48, k1:int=96,   # diagram token slots
-                 empty_diagrams:bool=False,  # every view's diagram is empty (all tokens padded): the no-diagrams control
+                 tokens:TokenMaker|None=None,  # how a view becomes diagram tokens (default: `PersistenceConfig()`'s)
                 ):
         if masks is not None and len(masks) != len(images):
             raise ValueError(f"masks: {len(masks)} masks for {len(images)} images")
         self.images, self.masks, self.views, self.seed = images, masks, (view1, view2), seed
-        self.images_out, self.superlevel, self.backend, self.k0, self.k1 = images_out, superlevel, backend, k0, k1
-        self.empty_diagrams = empty_diagrams
+        self.images_out, self.token_maker = images_out, tokens or TokenMaker()
 
     @property
     def topology(self)->bool: return self.masks is not None
     def __len__(self): return len(self.images)
-
-    def tokens(self, x, mask)->tuple:
-        "Diagram tokens and padding mask of one view on its ROI."
-        d = EMPTY_DIAGRAM if self.empty_diagrams else cubical_persistence(x, mask, self.superlevel, self.backend)
-        return diagram_tokens(d, self.k0, self.k1)
 
     def __getitem__(self, key):
         epoch, i = key if isinstance(key, tuple) else (0, key)
@@ -401,7 +417,7 @@ class ViewDataset(Dataset):
         out, mask = [], np.asarray(self.masks[i], dtype=bool)
         for k, view in enumerate(self.views):
             x, m = view(img, mask, rng=np.random.default_rng([s, k]))
-            tok, pad = self.tokens(x, m)
+            tok, pad = self.token_maker.view(x, m)
             out += [to_tensor_image(x), tok, pad] if self.images_out else [tok, pad]
         return tuple(out)
 
@@ -448,7 +464,7 @@ def ensure_calibration(cfg:Config, images, masks, info:DistInfo|None=None)->Cali
         idx = np.random.default_rng(cfg.seed).choice(len(images), n, replace=False)
         cal = calibrate(np.asarray(images[np.sort(idx)]), np.stack([masks[int(i)] for i in np.sort(idx)]), n_images=n,
                         seed=cfg.seed, exact=cfg.augment.calib_exact, n_jobs=max(1, cfg.num_workers),
-                        bands=config_bands(cfg), normaliser=cfg.augment.normaliser,
+                        bands=config_bands(cfg), persistence=cfg.persistence,
                         meta=dict(dataset=cfg.data.name, split=cfg.data.split, size=cfg.data.size, roi=cfg.roi.extractor))
         cal.save(path); return cal
     return check_calibration_matches(cfg, _rank0_first(info, make), path)
@@ -458,13 +474,14 @@ def config_bands(cfg:Config)->dict:
     return {'weak': tuple(map(float, cfg.augment.weak_band)), 'strong': tuple(map(float, cfg.augment.strong_band))}
 
 def check_calibration_matches(cfg:Config, cal:Calibration, path)->Calibration:
-    "A calibration made with other bands or another normaliser than the config asks for is an error naming both."
+    "A calibration made with other bands, filtration, scales or normaliser than the config asks for is an error naming both."
     got = {k: tuple(map(float, v)) for k, v in cal.bands.items()}
     want = config_bands(cfg)
     errs = [f"augment.{lv}_band is {list(b)} but the file has {list(got.get(lv, ()))}" for lv, b in want.items()
             if got.get(lv) != b]
-    norm = cal.meta.get('normaliser', 'diagram')   # files written before the option existed used the diagram's range
-    if norm != cfg.augment.normaliser: errs.append(f"augment.normaliser is {cfg.augment.normaliser!r} but the file used {norm!r}")
+    p, q = cfg.persistence, cal.persistence   # the backend may differ: every backend gives the same diagrams
+    errs += [f"persistence.{k} is {getattr(p, k)!r} but the file used {getattr(q, k)!r}"
+             for k in ('filtration', 'scales', 'normaliser') if getattr(p, k) != getattr(q, k)]
     if errs: raise ValueError(f"calibration {path} does not match the config: {'; '.join(errs)}. "
                               "Set the config to the file's values, or calibrate anew (remove the file or set augment.calibration)")
     return cal
@@ -494,6 +511,7 @@ class StageParts:
     dataset:Dataset        # a `ViewDataset`
     stage:int
     collate:typing.Callable|None = None
+    extra:dict = field(default_factory=dict)  # recorded in the saved weights: how diagrams were made, the ROI
     def split(self, batch, device)->tuple:
         "A collated batch -> (view1, view2), each the tuple of encoder inputs, on `device`."
         b = [t.to(device, non_blocking=True) for t in batch]
@@ -501,13 +519,13 @@ class StageParts:
         return tuple(b[:h]), tuple(b[h:])
     def save_weights(self, path)->Path:
         "Save the trained model (DINO: the teacher) with `topocl.model.save_checkpoint`."
-        return save_checkpoint(self.method.probe_encoder, path, extra=dict(stage=self.stage, method=self.method.name))
+        return save_checkpoint(self.method.probe_encoder, path, extra=dict(stage=self.stage, method=self.method.name, **self.extra))
 
 def build_stage(stage:int, cfg:Config, info:DistInfo|None=None)->StageParts:
     "Data, model and method of one stage, from the config."
     info = info or DistInfo()
     images = load_training_images(cfg)
-    model = TopoCLModel(replace(cfg.model, kind=STAGE_KINDS[stage]))
+    model = TopoCLModel(replace(cfg.model, kind=STAGE_KINDS[stage], k0=cfg.persistence.k0, k1=cfg.persistence.k1))
     if stage == 1:
         size, ch = cfg.data.size, cfg.model.in_chans
         ds = ViewDataset(images, VisualAugment(size, ch, 'weak'), VisualAugment(size, ch, 'strong'), seed=cfg.seed)
@@ -518,13 +536,13 @@ def build_stage(stage:int, cfg:Config, info:DistInfo|None=None)->StageParts:
         views = [TopoAugment(cal, view_level(v)) if v in TOPO_VIEWS else VisualTopoView(size, ch, view_level(v))
                  for v in (a.view1, a.view2)]
         ds = ViewDataset(images, *views, masks=masks, seed=cfg.seed, images_out=stage == 3,
-                         superlevel=cal.meta['filtration'] == 'superlevel', backend=cal.meta['backend'],
-                         k0=cfg.model.k0, k1=cfg.model.k1, empty_diagrams=a.empty_diagrams)
+                         tokens=TokenMaker(cfg.persistence, cfg.roi.extractor, empty=a.empty_diagrams))
     if stage == 3:
         visual, topology = check_pretrained(cfg)
         load_pretrained(model, visual=visual, topology=topology)
     method = make_method(cfg.method.name, model, model.out_dim, projector=stage != 3, **cfg.method.params)
-    return StageParts(method, ds, stage)
+    record = dict(persistence=cfg.persistence.to_dict(), roi=cfg.roi.extractor, roi_options=dict(cfg.roi.options))
+    return StageParts(method, ds, stage, extra=record)
 
 # %% ../nbs/30_train.ipynb #0038
 def stage_dir(cfg:Config, stage:int)->Path:
@@ -582,7 +600,8 @@ def _param_groups(module:nn.Module, weight_decay:float):
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
 # keys of the config that may change between a run and its resumption
-RESUMABLE_CHANGES = ('num_workers', 'device', 'progress', 'out_dir', 'data.root', 'roi.cache_dir')
+RESUMABLE_CHANGES = ('num_workers', 'device', 'progress', 'out_dir', 'data.root', 'roi.cache_dir',
+                     'persistence.backend')   # every backend gives the same diagrams
 
 def _flat(d, prefix=''):
     out = {}
@@ -733,7 +752,7 @@ class Trainer:
         "Refuse to resume a checkpoint of another stage or with a config that changes the run."
         if ck.get('stage') != self.stage:
             raise ValueError(f"{self.ckpt_path} is a stage {ck.get('stage')} checkpoint, not stage {self.stage}")
-        old, new = _flat(ck['config']), _flat(config_to_dict(self.cfg))
+        old, new = _flat(config_to_dict(config_from_dict(ck['config']))), _flat(config_to_dict(self.cfg))   # old layouts migrate
         diff = [k for k in sorted(set(old) | set(new)) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)]
         if diff:
             raise ValueError(f"cannot resume {self.ckpt_path}: the config changed in "
@@ -822,4 +841,5 @@ def cpu_config(out_dir:str='runs/cpu',    # where the stages write
 def paper_config(out_dir:str='runs/topocl')->Config:
     "The paper's settings: ResNet-50 at 224 px, 150 epochs per stage, batch 256, and SAM regions of interest."
     # the SAM checkpoint comes from roi.options.checkpoint or $TOPOCL_SAM_CHECKPOINT (validate_config says how)
-    return Config(roi=ROIConfig(extractor='sam'), out_dir=str(out_dir))
+    # exact bottleneck distances between 224 px diagrams (~10^4 points) take seconds per view: hours of calibration
+    return Config(roi=ROIConfig(extractor='sam'), augment=AugmentConfig(calib_exact=False), out_dir=str(out_dir))
