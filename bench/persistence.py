@@ -1,19 +1,21 @@
-"""Benchmark: a plain per-image GUDHI loop vs `topocl.persistence.compute_diagrams`, on the same images.
+"""Benchmark: persistence diagrams of real images, GUDHI's 2-D path (the default) against the generic GUDHI loop and cripser.
 
-    python bench/persistence.py [--n28 2000 --n64 400 --n224 80] [--data ../shared/data/medmnist] [--synthetic]
+    python bench/persistence.py [--n28 2000 --n64 400 --n224 200] [--reps 3] [--data ../shared/data/medmnist] [--synthetic]
 
-For each size (28, 64, 224 px) it times, in this one run:
-  - baseline: `gudhi.CubicalComplex(top_dimensional_cells=...)` per image in a Python loop (what the authors' pipeline does),
-  - `compute_diagrams(..., backend='cripser', n_jobs=<all cores>)` with the worker pool already started
-    (the one-time pool start-up is timed and printed separately),
-  - for reference, a one-process cripser loop (`n_jobs=1`), to separate backend speed from parallelism,
-prints images/s and ratios to the baseline, and checks that all diagrams are identical.
-The machine may be shared: the three are run alternately `--reps` times and the best of each is kept, and
-the one-process variants also report CPU time per image (process_time), which other users' load does not change.
-Then it prints the per-image cost of `cubical_persistence` + `diagram_tokens` (one process, one thread),
-the cost the training loop pays per diagram when it computes them on the fly, measured in fresh processes
-with glibc's default malloc settings and after `tune_malloc()`.
-Images: real PneumoniaMNIST (28 px; bilinearly upsampled to 64 and 224) when the file is there, else synthetic.
+For each size (28, 64, 224 px; real PneumoniaMNIST, bilinearly upsampled; each image on its Otsu ROI) it times, in this one run:
+  - baseline: `gudhi.CubicalComplex(top_dimensional_cells=...)` + `compute_persistence` per image in a Python loop
+    (the generic complex, what the authors' pipeline does),
+  - the raw fast-path call `gudhi._pers_cub_low_dim_ext._persistence_on_rectangle_from_top_cells` per image
+    (a private GUDHI function: the floor any wrapper can reach, timed as a reference only),
+  - `compute_diagrams(backend='cripser', n_jobs=1)`, the previous default,
+  - `compute_diagrams()` (GUDHI's 2-D path through its public `CubicalPersistence`) in one process and on all
+    cores (the worker pool started before timing; its start-up is printed separately),
+prints CPU ms per image (one process; other users' load does not change it), images/s on all cores, ratios to the
+baseline, and checks that all diagrams are identical. The machine may be shared: the variants run alternately
+`--reps` times and the best of each is kept.
+Then, in a fresh one-thread process per size, the cost the training loop pays per view: `TokenMaker.view(image, roi)`
+(filtration, diagram and tokens, what `ViewDataset` calls in DataLoader workers) against the raw fast-path call on
+the same filtration, and the same with cripser.
 """
 import argparse, os, sys, time
 from pathlib import Path
@@ -22,8 +24,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from topocl.persistence import (Diagram, DiagramSet, compute_diagrams, cubical_persistence, diagram_tokens,  # noqa: E402
-                                tune_malloc)
+from topocl.persistence import (Diagram, DiagramSet, PersistenceConfig, TokenMaker, compute_diagrams,  # noqa: E402
+                                filtration_values)
+from topocl.roi import compute_rois  # noqa: E402
 
 
 def load_images(n, data, synthetic):
@@ -49,15 +52,19 @@ def resize(x, size):
     return np.concatenate(out)
 
 
-def gudhi_loop(imgs):
+def gudhi_loop(fs):
     import gudhi
     out = []
-    for x in imgs:
-        f = x.astype(np.float64) / 255.0
+    for f in fs:
         cc = gudhi.CubicalComplex(top_dimensional_cells=f)
         cc.compute_persistence()
         out.append((cc.persistence_intervals_in_dimension(0), cc.persistence_intervals_in_dimension(1), f.max()))
     return out
+
+
+def raw_loop(fs):
+    from gudhi._pers_cub_low_dim_ext import _persistence_on_rectangle_from_top_cells as rect
+    return [rect(f, 0.0) for f in fs]
 
 
 def as_diagrams(raw):
@@ -79,31 +86,32 @@ def timed_cpu(fn, *a, **k):
     return r, time.perf_counter() - t, time.process_time() - c
 
 
-def per_image_cost(imgs, tune):
-    "Mean wall and CPU seconds per image of diagram + tokens, of superlevel, of tokens alone; run in a fresh process."
-    import resource
+def view_cost(imgs, masks, reps=5):
+    """CPU seconds per view of `TokenMaker.views` on a sample's two views (float32, as `TopoAugment` makes them; gudhi-2d
+    and cripser) and of the raw fast-path call on the same filtrations; in a fresh one-thread process."""
     torch.set_num_threads(1)
-    if tune: tune_malloc()
-    for x in imgs[:3]: diagram_tokens(cubical_persistence(x))   # warm-up: imports, first allocations
-    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    t, c = time.perf_counter(), time.process_time()
-    for x in imgs: diagram_tokens(cubical_persistence(x))
-    w_sub, c_sub = (time.perf_counter() - t) / len(imgs), (time.process_time() - c) / len(imgs)
-    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / len(imgs)
-    c = time.process_time()
-    for x in imgs: diagram_tokens(cubical_persistence(x, superlevel=True))
-    c_sup = (time.process_time() - c) / len(imgs)
-    ds = [cubical_persistence(x) for x in imgs]
-    c = time.process_time()
-    for d in ds: diagram_tokens(d)
-    return w_sub, c_sub, c_sup, (time.process_time() - c) / len(imgs), faults, float(np.mean([len(d) for d in ds]))
+    views = [x.astype(np.float32) / 255 for x in imgs]
+    pairs = [[(views[i], masks[i]), (views[-1 - i], masks[-1 - i])] for i in range(len(imgs))]
+    makers = {b: TokenMaker(PersistenceConfig(backend=b)) for b in ('gudhi-2d', 'cripser')}
+    fs = [filtration_values(x, m) for x, m in zip(views, masks)]
+    for mk in makers.values():
+        for p in pairs[:3]: mk.views(p)   # warm-up: imports, first allocations, tune_malloc
+    raw_loop(fs[:3])
+    out = {}
+    for _ in range(reps):
+        for b, mk in makers.items():
+            c = time.process_time()
+            for p in pairs: mk.views(p)
+            out[b] = min(out.get(b, 1e9), (time.process_time() - c) / (2 * len(pairs)))
+        c = time.process_time(); raw_loop(fs); out['raw'] = min(out.get('raw', 1e9), (time.process_time() - c) / len(fs))
+    return out
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--n28', type=int, default=2000)
     ap.add_argument('--n64', type=int, default=400)
-    ap.add_argument('--n224', type=int, default=40)
+    ap.add_argument('--n224', type=int, default=200)
     ap.add_argument('--reps', type=int, default=3)
     ap.add_argument('--data', default=os.environ.get('TOPOCL_DATA', str(Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'medmnist')))
     ap.add_argument('--synthetic', action='store_true')
@@ -111,37 +119,46 @@ def main():
     torch.set_num_threads(1)
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
     base, src = load_images(max(args.n28, args.n64, args.n224), args.data, args.synthetic)
-    print(f'images: {src}; cores: {ncpu}; load average now: {os.getloadavg()[0]:.2f}')
+    print(f'images: {src}, each on its Otsu ROI; cores: {ncpu}; load average now: {os.getloadavg()[0]:.2f}')
 
     _, t_start = timed(compute_diagrams, base[:4], n_jobs=ncpu, chunk_size=1, progress=False)
     print(f'worker pool start-up (once per session, excluded below): {t_start:.2f} s\n')
 
-    print(f'best of {args.reps} alternating runs; images/s (wall); ratio = x the GUDHI loop; cpu = CPU ms per image in one process')
-    print(f"{'size':>5} {'n':>5} | {'GUDHI loop':>19} | {'engine, 1 process':>28} | {'engine, all cores':>20} | identical")
-    ok = True
+    print(f'best of {args.reps} alternating runs; CPU ms per image in one process (x = speed-up over the generic GUDHI loop)')
+    print(f"{'size':>5} {'n':>5} | {'generic GUDHI':>13} | {'cripser':>14} | {'raw fast path':>14} | {'gudhi-2d, 1 proc':>16} | "
+          f"{'gudhi-2d, all cores (wall)':>26} | identical")
+    ok, rows = True, {}
     for size, n in ((28, args.n28), (64, args.n64), (224, args.n224)):
         imgs = resize(base[:n], size)
-        tg = t1 = tp = cg = c1 = float('inf')
+        masks = compute_rois(imgs, 'otsu', progress=False).masks
+        mk = np.stack([masks[i] for i in range(n)])
+        fs = [filtration_values(x, m) for x, m in zip(imgs, mk)]
+        best = dict(g=np.inf, c=np.inf, r=np.inf, one=np.inf, par=np.inf)
         for _ in range(args.reps):
-            raw, t, c = timed_cpu(gudhi_loop, imgs); tg, cg = min(tg, t), min(cg, c)
-            one, t, c = timed_cpu(compute_diagrams, imgs, n_jobs=1, progress=False); t1, c1 = min(t1, t), min(c1, c)
-            par, t = timed(compute_diagrams, imgs, n_jobs=ncpu, progress=False); tp = min(tp, t)
+            raw, _, c = timed_cpu(gudhi_loop, fs); best['g'] = min(best['g'], c)
+            cri, _, c = timed_cpu(compute_diagrams, imgs, mk, n_jobs=1, backend='cripser', progress=False); best['c'] = min(best['c'], c)
+            _, _, c = timed_cpu(raw_loop, fs); best['r'] = min(best['r'], c)
+            one, _, c = timed_cpu(compute_diagrams, imgs, mk, n_jobs=1, progress=False); best['one'] = min(best['one'], c)
+            par, t = timed(compute_diagrams, imgs, mk, n_jobs=ncpu, progress=False); best['par'] = min(best['par'], t)
             ref = DiagramSet.from_diagrams(as_diagrams(raw))
-            same = (one == ref) and (par == ref)
+            same = one == ref and par == ref and cri == ref
             ok &= same
-        print(f'{size:>5} {n:>5} | {n / tg:>5.0f} i/s cpu {cg / n * 1e3:>5.2f} | {n / t1:>5.0f} i/s {tg / t1:>5.1f}x cpu {c1 / n * 1e3:>5.2f} ({cg / c1:>4.1f}x) | '
-              f'{n / tp:>6.0f} i/s {tg / tp:>6.1f}x | {same}')
+        ms = {k: v / n * 1e3 for k, v in best.items()}
+        x = {k: best['g'] / v for k, v in best.items()}
+        print(f"{size:>5} {n:>5} | {ms['g']:>10.3f} ms | {ms['c']:>6.3f} ({x['c']:>4.1f}x) | {ms['r']:>6.3f} ({x['r']:>4.0f}x) | "
+              f"{ms['one']:>7.3f} ({x['one']:>4.0f}x) | {n / best['par']:>6.0f} img/s ({x['par']:>4.0f}x)    | {same}")
+        rows[size] = (imgs, mk)
 
-    print('\nper image, fresh process, one thread; CPU ms (wall ms in brackets); training computes two diagrams per image:')
+    print('\nper view in the training loop (fresh process, one thread, CPU us; best of 5): TokenMaker.views of a sample\'s two views')
+    print('against the raw fast-path call on the same filtration, on the Otsu ROI and on the whole image (visual-view controls)')
     import multiprocessing as mp
     ctx = mp.get_context('spawn')
     for size, n in ((28, 500), (64, 200), (224, 40)):
-        imgs = resize(base[:n], size)
-        for tune in (False, True):
-            with ctx.Pool(1) as pool: w_sub, c_sub, c_sup, c_tok, faults, pts = pool.apply(per_image_cost, (imgs, tune))
-            print(f'  {size:>3} px, {"tune_malloc()  " if tune else "default malloc "}: cubical_persistence + diagram_tokens '
-                  f'{c_sub * 1e3:6.2f} ms ({w_sub * 1e3:6.2f}), superlevel {c_sup * 1e3:6.2f} ms, tokens alone {c_tok * 1e3:.3f} ms; '
-                  f'{faults:5.0f} page faults/image; {pts:.0f} points')
+        imgs, mk = rows[size]
+        for roi, m in (('Otsu ROI', mk[:n]), ('whole image', np.ones_like(mk[:n]))):
+            with ctx.Pool(1) as pool: c = pool.apply(view_cost, (imgs[:n], m))
+            print(f"  {size:>3} px, {roi:>11}: raw call {c['raw'] * 1e6:7.1f} us | TokenMaker.views gudhi-2d {c['gudhi-2d'] * 1e6:7.1f} us "
+                  f"({c['gudhi-2d'] / c['raw']:.2f}x raw) | cripser {c['cripser'] * 1e6:7.1f} us ({c['cripser'] / c['raw']:.2f}x raw)")
     if not ok:
         print('DIAGRAMS DIFFER'); sys.exit(1)
 

@@ -128,3 +128,41 @@ def test_run_calibration_breastmnist(tmp_path, medmnist_root):
     for key in ('noise', 'contrast', 'flip+noise', 'flip+noise+contrast'): assert saved.entries[key]['spearman']['rho'] > 0
     assert all(r['median_in_band'] for r in saved.data['validation']['summary']), saved.data['validation']['summary']
     assert len(c.admissible('weak')) == 2
+
+def test_validate_makes_diagrams_and_distances_as_the_calibration_did(syn):
+    "validate reads the file's persistence config and bottleneck mode: its r equals view_r with those settings."
+    from topocl.augment import entry_key, view_r
+    from topocl.persistence import PersistenceConfig
+    import zlib
+    p = PersistenceConfig(filtration='superlevel', normaliser='diagram')
+    c = calibrate(syn.images, syn.masks, ops=OPS, combos=COMBOS, n_images=12, seed=0, exact=False, persistence=p,
+                  keep_samples=False)
+    assert c.persistence == p and c.meta['exact_bottleneck'] is False
+    views = validate(c, syn.images[40:44], syn.masks[40:44], n_views=2, seed=3)
+    row = views.iloc[0]
+    x, m = syn.images[40 + row.image].astype(np.float32) / 255, syn.masks[40 + row.image]
+    rng = np.random.default_rng([3, int(row.image), 0, zlib.crc32(row.level.encode())])
+    ops, inten = TopoAugment(c, row.level).sample(rng)
+    assert entry_key(ops) == row.combo
+    assert row.r == view_r(x, m, ops, inten, rng, None, p, exact=False)
+    assert row.r != view_r(x, m, ops, inten, np.random.default_rng([3, int(row.image), 0, zlib.crc32(row.level.encode())]),
+                           None, PersistenceConfig(), exact=False) or row.r == 0.0
+
+
+@pytest.mark.parametrize('op', ['blur', 'contrast', 'erosion'])
+def test_approximate_r_within_its_bound_at_224_px(op):
+    "At 224 px calibration uses GUDHI's approximate bottleneck; on real views its r is within 0.01 of the exact one."
+    from topocl.augment import view_r
+    from topocl.roi import compute_rois
+    f = Path(os.environ.get('TOPOCL_DATA', Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'medmnist')) / 'pneumoniamnist.npz'
+    if not f.exists(): pytest.skip(f'real MedMNIST data not found at {f}')
+    with np.load(f) as z: x = z['train_images'][:2]
+    t = torch.nn.functional.interpolate(torch.from_numpy(x.astype(np.float32))[:, None], size=(224, 224), mode='bilinear')
+    imgs = t[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+    masks = compute_rois(imgs, 'otsu', progress=False).masks
+    inten = {'blur': 2.0, 'contrast': 0.3, 'erosion': 1.0}[op]
+    for i in range(len(imgs)):
+        kw = dict(image=imgs[i], mask=masks[i], ops=[op], intensities={op: inten})
+        exact = view_r(**kw, rng=np.random.default_rng(i), exact=True)
+        approx = view_r(**kw, rng=np.random.default_rng(i), exact=False)
+        assert exact > 0.01 and abs(exact - approx) <= 0.01, (op, i, exact, approx)

@@ -80,10 +80,12 @@ def as_float_image(image, # one image: (H,W), (H,W,1) or (H,W,3); uint8, bool or
     if a.dtype == np.uint8: return a.astype(dtype) / dtype(255)
     if a.dtype == np.bool_: return a.astype(dtype)
     if not np.issubdtype(a.dtype, np.floating): raise ValueError(f"{name}: unsupported dtype {a.dtype}; use uint8, bool or float in [0, 1]")
-    f = a.astype(dtype)
-    if not np.isfinite(f).all(): raise ValueError(f"{name}: contains NaN or infinite values")
-    if f.size and (f.min() < 0 or f.max() > 1): raise ValueError(f"{name}: float values must lie in [0, 1], got [{f.min():g}, {f.max():g}]")
-    return f
+    if not a.size: return a.astype(dtype)
+    lo, hi = a.min(), a.max()   # NaN propagates into both, so one test catches NaN, inf and range: two passes, not three
+    if not (lo >= 0 and hi <= 1):
+        if not np.isfinite(a).all(): raise ValueError(f"{name}: contains NaN or infinite values")
+        raise ValueError(f"{name}: float values must lie in [0, 1], got [{lo:g}, {hi:g}]")
+    return a.astype(dtype)
 
 def to_float(x:np.ndarray, # an image or stack, already validated
              dtype=np.float32, # the float type wanted

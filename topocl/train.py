@@ -414,10 +414,10 @@ class ViewDataset(Dataset):
         s = sample_seed(self.seed, epoch, i)
         if not self.topology:
             with seeded(s): return tuple(v(img) for v in self.views)
-        out, mask = [], np.asarray(self.masks[i], dtype=bool)
-        for k, view in enumerate(self.views):
-            x, m = view(img, mask, rng=np.random.default_rng([s, k]))
-            tok, pad = self.token_maker.view(x, m)
+        mask = np.asarray(self.masks[i], dtype=bool)
+        vs = [view(img, mask, rng=np.random.default_rng([s, k])) for k, view in enumerate(self.views)]
+        out = []
+        for (x, _), (tok, pad) in zip(vs, self.token_maker.views(vs)):   # both views' diagrams in one backend call
             out += [to_tensor_image(x), tok, pad] if self.images_out else [tok, pad]
         return tuple(out)
 
