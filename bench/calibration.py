@@ -75,7 +75,7 @@ def main():
             if fn in keys: share[name] = share.get(name, 0) + ct
     print(f"one image's sweep: {total:.2f} s CPU; " + ', '.join(f"{k} {v / total:.0%}" for k, v in share.items()), flush=True)
 
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0 = time.perf_counter()
     cal = calibrate(imgs, masks, n_images=a.n, exact=False, n_jobs=a.n_jobs, persistence=PersistenceConfig(),
                     meta=dict(dataset='pneumoniamnist', split='train', size=a.size, roi='otsu'))
     wall = time.perf_counter() - t0

@@ -16,7 +16,7 @@ import torch
 from torchvision.transforms import v2
 import topocl
 from .data import as_float_image, save_json_atomic, to_gray
-from .persistence import NORMALISERS, Diagram, PersistenceConfig, cubical_persistence, relative_bottleneck, roi_range
+from .persistence import Diagram, PersistenceConfig, relative_bottleneck, roi_range
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'VISUAL_PRESETS', 'TOPO_OPS', 'DEFAULT_BANDS', 'DEFAULT_OPS', 'DEFAULT_COMBOS',

@@ -22,7 +22,7 @@ from . import data as _data
 from .augment import Calibration, VisualAugment
 from .model import load_checkpoint
 from .moe import EXPERTS
-from .persistence import PersistenceConfig, TokenMaker, Tokens
+from .persistence import PersistenceConfig, TokenMaker
 from .roi import get_extractor
 
 # %% auto #0

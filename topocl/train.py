@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 from .data import atomic_write, load_dataset, default_cache_dir
 from .roi import EXTRACTORS, SAM_CHECKPOINT_ENV, get_extractor, compute_rois
-from .persistence import Diagram, PersistenceConfig, TokenMaker
+from .persistence import PersistenceConfig, TokenMaker
 from .augment import VisualAugment, TopoAugment, Calibration, calibrate, to_tensor_image
 from .model import ModelConfig, TopoCLModel, save_checkpoint, load_checkpoint, load_pretrained
 from .methods import METHODS, method_class, method_defaults, make_method
