@@ -434,7 +434,7 @@ def probe_model(model, # a `TopoCLModel`
         tokens = {s: maker.split(splits[s][0], cache_dir, None if cache_key is None else {**cache_key, "split": s},
                                  n_jobs, progress)
                   for s in ("train", "val", "test")}
-        rec.update(roi=roi if isinstance(roi, str) else roi.name,
+        rec.update(roi=roi if isinstance(roi, str) else roi.name, persistence=maker.config.to_dict(),
                    n_roi_fallback=int(sum(t.n_fallback for t in tokens.values())))
     rec["seconds_tokens"] = time.perf_counter() - t0; t0 = time.perf_counter()
     for s in ("train", "val", "test"):

@@ -552,7 +552,7 @@ class Tokens(NamedTuple):
         return Tokens(torch.zeros_like(self.tokens), torch.ones_like(self.pad), self.n_fallback, None)
 
 class TokenMaker:
-    "Image + ROI -> diagram -> tokens, one way for training views, probes and calibration's reference diagrams."
+    "Image + ROI -> diagram -> tokens, one way for training views and probes (calibration uses the same `config.diagram`)."
     def __init__(self, config:PersistenceConfig|None=None, # how diagrams and tokens are made
                  roi='otsu', # ROI extractor (name or `ROIExtractor`) used by `split`
                  empty:bool=False, # every diagram empty (all tokens padded): the `topocl-no-diagrams` control
@@ -572,8 +572,8 @@ class TokenMaker:
         c = self.config
         if c.scales is not None: return [c.tokens(c.diagram(x, m)) for x, m in pairs]
         fs = [filtration_values(x, m, c.superlevel, f'view {k}') for k, (x, m) in enumerate(pairs)]
-        fmax = [None if m is None or m.all() else 1.0 for _, m in pairs]   # a masked filtration's maximum is the outside's 1.0
-        fmax = [f.max() if mx is None else mx for f, mx in zip(fs, fmax)]
+        # a masked filtration's maximum is the outside's 1.0, which saves a pass over the view
+        fmax = [f.max() if m is None or np.all(m) else 1.0 for f, (_, m) in zip(fs, pairs)]
         return [c.tokens(d) for d in diagrams_of_filtrations(fs, c.backend, fmax)]
 
     def split(self, images, # uint8/float (N,H,W) or (N,H,W,3): the un-augmented images of a split

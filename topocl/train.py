@@ -536,7 +536,7 @@ def build_stage(stage:int, cfg:Config, info:DistInfo|None=None)->StageParts:
         views = [TopoAugment(cal, view_level(v)) if v in TOPO_VIEWS else VisualTopoView(size, ch, view_level(v))
                  for v in (a.view1, a.view2)]
         ds = ViewDataset(images, *views, masks=masks, seed=cfg.seed, images_out=stage == 3,
-                         tokens=TokenMaker(cfg.persistence, cfg.roi.extractor, empty=a.empty_diagrams))
+                         tokens=TokenMaker(cfg.persistence, empty=a.empty_diagrams))
     if stage == 3:
         visual, topology = check_pretrained(cfg)
         load_pretrained(model, visual=visual, topology=topology)
