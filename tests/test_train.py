@@ -105,6 +105,37 @@ def test_resume_refuses_a_changed_config(tmp_path):
     T.train_stage(1, cfg, {'num_workers': 1}, resume=True)   # workers may change
 
 
+
+def test_backend_changes_no_number_and_the_run_records_its_persistence(tmp_path):
+    "Stage 2 on GUDHI's 2-D path and on cripser: the same losses (identical diagrams); the weights carry the config."
+    runs = {}
+    for be in ('gudhi-2d', 'cripser'):
+        cfg = T.apply_overrides(T.tiny_config(tmp_path / be, epochs=1), {'persistence.backend': be})
+        runs[be] = T.train_stage(2, cfg)
+    assert [m['loss'] for m in runs['gudhi-2d'].metrics] == [m['loss'] for m in runs['cripser'].metrics]
+    from topocl.model import load_checkpoint
+    _, extra = load_checkpoint(runs['cripser'].weights, return_extra=True)
+    assert extra['persistence'] == dict(filtration='sublevel', backend='cripser', k0=48, k1=96, scales=None, normaliser='roi')
+    assert extra['roi'] == 'otsu'
+    cal = json.loads((tmp_path / 'cripser' / 'calibration.json').read_text())
+    assert cal['meta']['persistence']['backend'] == 'cripser'
+    assert cal['entries'] == json.loads((tmp_path / 'gudhi-2d' / 'calibration.json').read_text())['entries']
+
+
+def test_resume_of_a_run_from_before_the_persistence_section(tmp_path):
+    "A checkpoint whose config has augment.normaliser and model.k0/k1 (the old layout) resumes; a real change is refused."
+    cfg = T.tiny_config(tmp_path / 'old', epochs=2)
+    T.train_stage(1, cfg, max_epochs=1)
+    ck_path = tmp_path / 'old' / 'stage1' / 'checkpoint.pt'
+    ck = torch.load(ck_path, map_location='cpu', weights_only=False)
+    old = ck['config']
+    p = old.pop('persistence')
+    old['augment']['normaliser'] = p['normaliser']; old['model'].update(k0=p['k0'], k1=p['k1'])
+    torch.save(ck, ck_path)
+    T.train_stage(1, cfg, {'persistence.backend': 'cripser'}, resume=True)   # migrated, and the backend may change
+    with pytest.raises(ValueError, match=r"config changed in .*persistence\.filtration"):
+        T.train_stage(1, T.tiny_config(tmp_path / 'old', epochs=3), {'persistence.filtration': 'superlevel'}, resume=True)
+
 # ---------------------------------------------------------------- NaN
 class NaNAt(T.Trainer):
     "Injects a NaN loss at one (epoch, step), both 1-based."
