@@ -256,3 +256,27 @@ def test_topology_stage_on_breastmnist(tmp_path, medmnist_root):
                              'data.max_samples': 32})
     res = T.pretrain_topology(cfg)
     assert res.complete and np.isfinite(res.metrics[-1]['loss'])
+
+
+class _Evil:
+    "Unpickling this runs a shell command: what a booby-trapped checkpoint would do."
+    def __init__(self, path): self.path = path
+    def __reduce__(self): return (os.system, (f'touch {self.path}',))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    "Training checkpoints are read with weights_only=True: a pickled callable is refused, and nothing runs."
+    bad = tmp_path / 'stage1' / 'checkpoint.pt'; bad.parent.mkdir()
+    torch.save(dict(stage=1, epoch=1, method={}, payload=_Evil(tmp_path / 'pwned')), bad)
+    with pytest.raises(ValueError, match=r'checkpoint .*checkpoint\.pt holds objects other than tensors'):
+        T.load_checkpoint_file(bad)
+    assert not (tmp_path / 'pwned').exists()
+
+
+def test_results_are_readable_by_the_group(tmp_path):
+    "Checkpoints, weights, configs and metrics get the user's umask, not mkstemp's 0600."
+    old = os.umask(0o022)
+    try: res = T.train_stage(1, T.tiny_config(tmp_path / 'u', epochs=1))
+    finally: os.umask(old)
+    for f in (res.dir / 'checkpoint.pt', res.weights, res.dir / 'config.yaml', res.dir / 'metrics.csv'):
+        assert f.stat().st_mode & 0o777 == 0o644, f

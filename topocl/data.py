@@ -35,6 +35,15 @@ def data_root(root:str|Path|None=None)->Path:
     return Path(root)
 
 # %% ../nbs/00_data.ipynb #0007
+def _umask() -> int:
+    "This process's umask (read without changing it where /proc allows; os.umask round trip otherwise)."
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'): return int(line.split()[1], 8)
+    except OSError: pass
+    m = os.umask(0o022); os.umask(m)
+    return m
+
 @contextmanager
 def atomic_write(path:str|Path,  # destination file; its folder is created if needed
                  mode:str='wb',  # 'wb' for bytes, 'w' for text
@@ -44,6 +53,7 @@ def atomic_write(path:str|Path,  # destination file; its folder is created if ne
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     os.close(fd)  # reopened by name so that `f.name` is the temporary path (np.lib.format.open_memmap needs one)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are the user's like any file (colleagues may read them)
     try:
         with open(tmp, mode) as f:
             yield f

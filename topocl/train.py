@@ -328,14 +328,20 @@ def seed_everything(seed:int):
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
 
 def get_rng_states()->dict:
-    "The global random states of this process (Python, NumPy, torch CPU and CUDA)."
-    s = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+    "The global random states of this process (Python, NumPy, torch CPU and CUDA), as tensors and plain values."
+    # plain values, so that checkpoints load with torch.load(weights_only=True), which runs no pickled code
+    n = np.random.get_state(legacy=False)
+    numpy = dict(key=torch.from_numpy(n['state']['key'].astype(np.int64)), pos=int(n['state']['pos']),
+                 has_gauss=int(n['has_gauss']), gauss=float(n['gauss']))
+    s = dict(python=random.getstate(), numpy=numpy, torch=torch.get_rng_state())
     if torch.cuda.is_available() and torch.cuda.is_initialized(): s['cuda'] = torch.cuda.get_rng_state_all()
     return s
 
 def set_rng_states(s:dict):
     "Restore states saved by `get_rng_states`."
-    random.setstate(s['python']); np.random.set_state(s['numpy']); torch.set_rng_state(s['torch'])
+    n = s['numpy']
+    random.setstate(s['python']); torch.set_rng_state(s['torch'])
+    np.random.set_state(('MT19937', n['key'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
     if 'cuda' in s and torch.cuda.is_available() and len(s['cuda']) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(s['cuda'])
 
@@ -568,10 +574,16 @@ def write_metrics_csv(rows:list, path)->Path:
     return Path(path)
 
 def load_checkpoint_file(path, map_location='cpu')->dict:
-    "Read a training checkpoint; FileNotFoundError or ValueError naming the file if it is missing or unreadable."
+    "Read a training checkpoint (tensors and plain values only); FileNotFoundError or ValueError naming the file otherwise."
+    import pickle
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try: ck = torch.load(path, map_location=map_location, weights_only=False)
+    try: ck = torch.load(path, map_location=map_location, weights_only=True)   # never runs code stored in the file
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"checkpoint {path} holds objects other than tensors and plain values, which a topocl training "
+                         f"checkpoint never does (files from topocl before December 2026 stored NumPy's random state as "
+                         f"an array): refusing to unpickle it, as that could run code. Start the stage again, or resume "
+                         f"from a checkpoint written now. ({str(e).splitlines()[0]})") from None
     except Exception as e: raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
     if not isinstance(ck, dict) or 'method' not in ck or 'epoch' not in ck:
         raise ValueError(f"checkpoint {path} is not a topocl training checkpoint (no 'method'/'epoch' entries)")
