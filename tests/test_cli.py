@@ -13,7 +13,7 @@ def topocl(*args, cwd=None, env=None, check=True, timeout=600):
 
 def test_help_lists_every_command():
     out = topocl('--help').stdout
-    for cmd in ('data', 'roi', 'calibrate', 'pretrain-visual', 'pretrain-topo', 'finetune', 'probe', 'run', 'demo'):
+    for cmd in ('data', 'roi', 'calibrate', 'pretrain-visual', 'pretrain-topo', 'finetune', 'probe', 'export', 'run', 'demo'):
         assert cmd in out, cmd
 
 def test_data_info_on_real_breastmnist(medmnist_root):
@@ -41,6 +41,25 @@ def test_roi_and_calibrate_on_synthetic(tmp_path):
     assert roi['images'] == 400 and roi['fallback'] == 0 and Path(roi['cache']).is_file()
     r = topocl('calibrate', '--dataset', 'synthetic', '--n-images', 24, '--out', tmp_path/'cal.json', env=env)
     assert (tmp_path/'cal.json').is_file() and 'admissible' in r.stdout
+
+def test_export_loads_into_plain_torchvision(tmp_path):
+    "`topocl export` of a trained stage-1 backbone: the sidecar's own snippet loads it into torchvision, same features."
+    import torch
+    from topocl.model import load_checkpoint
+    env = {'TOPOCL_CACHE': str(tmp_path/'cache')}
+    topocl('pretrain-visual', '--preset', 'tiny', '--epochs', 1, '--out-dir', tmp_path/'run', env=env)
+    ck = tmp_path/'run'/'stage1'/'visual.pt'
+    out = json.loads(topocl('export', ck, tmp_path/'exp').stdout)
+    assert set(out) == {'visual'} and Path(out['visual']['weights']).is_file()
+    side = json.loads((tmp_path/'exp'/'visual-resnet18.json').read_text())
+    assert side['in_chans'] == 1 and side['stem_changes'] == {'conv1': 'torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)'}
+    x = torch.rand(3, 1, 28, 28); torch.save(x, tmp_path/'x.pt')
+    code = side['load'] + f"\nnet.eval()\nwith torch.no_grad(): torch.save(net(torch.load({str(tmp_path/'x.pt')!r})), 'y.pt')"
+    subprocess.run([sys.executable, '-c', code], cwd=tmp_path/'exp', check=True, timeout=300)   # no topocl import needed
+    with torch.no_grad(): ref = load_checkpoint(ck).eval().visual(x)
+    assert torch.allclose(torch.load(tmp_path/'exp'/'y.pt'), ref, atol=1e-6)
+    r = topocl('export', tmp_path/'nope.pt', tmp_path/'exp2', check=False)
+    assert r.returncode == 2 and 'nope.pt' in r.stderr and 'Traceback' not in r.stderr
 
 def test_run_two_seeds_then_probe(tmp_path):
     "`topocl run` on the tiny preset: stages, probes, tables; then `topocl probe` of the saved TopoCL model."

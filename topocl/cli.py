@@ -8,12 +8,12 @@ import argparse, json, sys
 from dataclasses import replace
 from pathlib import Path
 
-from . import data, roi, augment, train, evaluate, pipeline
+from . import data, roi, augment, train, evaluate, pipeline, model
 from .persistence import BACKENDS, FILTRATIONS, NORMALISERS, PersistenceConfig
 
 # %% auto #0
 __all__ = ['PRESETS', 'PRESET_SEEDS', 'SHORTCUTS', 'cmd_data', 'cmd_roi', 'cmd_calibrate', 'parse_stage_epochs',
-           'config_from_args', 'cmd_stage', 'cmd_probe', 'cmd_run', 'cmd_demo', 'build_parser', 'main']
+           'config_from_args', 'cmd_stage', 'cmd_probe', 'cmd_export', 'cmd_run', 'cmd_demo', 'build_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #0006
 def _add_dataset_args(p:argparse.ArgumentParser):
@@ -208,6 +208,20 @@ def _add_probe(sub):
     p.add_argument('--cache-dir', default=None, help='cache for ROI masks and diagrams')
     p.set_defaults(func=cmd_probe)
 
+def cmd_export(args):
+    "The encoders of a checkpoint as plain state dicts (the visual one for torchvision) with JSON sidecars."
+    side = model.export_encoders(args.checkpoint, args.out)
+    return {part: dict(weights=str(Path(args.out) / s['weights']), load=s['load']) for part, s in side.items()}
+
+def _add_export(sub):
+    p = sub.add_parser('export', help='write a checkpoint\'s encoders as plain state dicts (torchvision ResNet) with JSON sidecars',
+                       description='Write the visual backbone of a checkpoint as a torchvision ResNet state dict (no fc) '
+                                   'and the topology encoder as its own state dict, each with a JSON sidecar naming the '
+                                   'architecture, stem, input channels and range, and how to load it.')
+    p.add_argument('checkpoint', help='weights written by a stage (stage1/visual.pt, stage3/topocl.pt, ...)')
+    p.add_argument('out', help='folder to write the weights and sidecars to')
+    p.set_defaults(func=cmd_export)
+
 # %% ../nbs/50_cli.ipynb #0020
 def cmd_run(args):
     "A whole experiment; prints the baseline-vs-TopoCL table and where the files are."
@@ -257,7 +271,7 @@ def build_parser()->argparse.ArgumentParser:
     "The `topocl` argument parser with every sub-command."
     parser = argparse.ArgumentParser(prog='topocl', description='Topological contrastive learning for medical images.')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for add in (_add_data, _add_roi, _add_calibrate, _add_stages, _add_probe, _add_run): add(sub)
+    for add in (_add_data, _add_roi, _add_calibrate, _add_stages, _add_probe, _add_export, _add_run): add(sub)
     return parser
 
 def main(argv:list|None=None)->int:

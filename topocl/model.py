@@ -12,11 +12,11 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 from .encoders import VisualEncoder, HierarchicalTopologyEncoder
 from .moe import MoEFusion, MoEOutput, EXPERTS
-from .data import atomic_write
+from .data import atomic_write, save_json_atomic
 
 # %% auto #0
 __all__ = ['KINDS', 'ModelConfig', 'TopoCLModel', 'save_checkpoint', 'load_checkpoint', 'load_pretrained', 'count_parameters',
-           'count_flops', 'cost_breakdown']
+           'count_flops', 'cost_breakdown', 'export_encoders']
 
 # %% ../nbs/12_model.ipynb #0006
 KINDS = ("visual", "topology", "fused")
@@ -258,3 +258,46 @@ def cost_breakdown(config:ModelConfig|None=None, # a fused config; default: the 
     out = [dict(part=n, params=count_parameters(mod), flops=count_flops(mod, *x)) for n, mod, x in rows]
     out.append(dict(part="Total", params=sum(r["params"] for r in out), flops=sum(r["flops"] for r in out)))
     return out
+
+# %% ../nbs/12_model.ipynb #bd0b1105
+def _stem(c:ModelConfig) -> dict:
+    "How the torchvision ResNet's stem differs from the stock one (the changes `VisualEncoder` makes)."
+    if c.small_input: return dict(conv1=f"torch.nn.Conv2d({c.in_chans}, 64, kernel_size=3, stride=1, padding=1, bias=False)",
+                                  maxpool="torch.nn.Identity()")
+    if c.in_chans != 3: return dict(conv1=f"torch.nn.Conv2d({c.in_chans}, 64, kernel_size=7, stride=2, padding=3, bias=False)")
+    return {}
+
+def _visual_sidecar(c:ModelConfig, out_dim:int, weights:str, source:str) -> dict:
+    stem = _stem(c)
+    load = [f"import torch, torchvision", f"net = torchvision.models.{c.arch}(weights=None)"]
+    load += [f"net.{k} = {v}" for k, v in stem.items()] + ["net.fc = torch.nn.Identity()",
+             f"net.load_state_dict(torch.load({weights!r}, weights_only=True))"]
+    return dict(format="topocl.export.visual", version=1, source=source, arch=c.arch, in_chans=c.in_chans,
+                small_input=c.small_input, stem_changes=stem, fc="removed (torch.nn.Identity): the output is the pooled "
+                f"{out_dim}-d feature", out_dim=out_dim, weights=weights,
+                input=f"float (B, {c.in_chans}, H, W) in [0, 1], no mean/std normalisation (as in training)", load="\n".join(load))
+
+def _topology_sidecar(c:ModelConfig, out_dim:int, weights:str, source:str) -> dict:
+    args = dict(k0=c.k0, k1=c.k1, dim=c.topo_dim, heads=c.topo_heads, out_dim=c.topo_out, self_attn=c.self_attn,
+                cross_attn=c.cross_attn, hierarchy=c.hierarchy, dropout=c.dropout)
+    load = ["import torch", "from topocl.encoders import HierarchicalTopologyEncoder",
+            f"enc = HierarchicalTopologyEncoder(**{args!r})",
+            f"enc.load_state_dict(torch.load({weights!r}, weights_only=True))"]
+    return dict(format="topocl.export.topology", version=1, source=source, args=args, out_dim=out_dim, weights=weights,
+                input=f"tokens (B, {c.k0 + c.k1}, 4) float (birth, death, is_h0, is_h1) and pad (B, {c.k0 + c.k1}) bool, "
+                      "True = padded (topocl.persistence.TokenMaker)", load="\n".join(load))
+
+def export_encoders(checkpoint:str|Path, # a file written by `save_checkpoint` (e.g. stage1/visual.pt, stage3/topocl.pt)
+                    out_dir:str|Path, # folder for the weights and their JSON sidecars
+                   ) -> dict: # {'visual': sidecar, 'topology': sidecar}, for the encoders the checkpoint holds
+    "Each trained encoder of a checkpoint as a plain state dict (the visual one loads into torchvision) plus a JSON sidecar."
+    model = load_checkpoint(checkpoint)
+    c, out, written = model.config, Path(out_dir), {}
+    for part, enc, sidecar in (("visual", model.visual, _visual_sidecar), ("topology", model.topology, _topology_sidecar)):
+        if enc is None: continue
+        state = (enc.net if part == "visual" else enc).state_dict()
+        name = f"{part}-{c.arch}.pt" if part == "visual" else f"{part}.pt"
+        with atomic_write(out / name) as f: torch.save({k: v.detach().cpu().clone() for k, v in state.items()}, f)
+        written[part] = sidecar(c, enc.out_dim, name, str(checkpoint))
+        save_json_atomic(out / f"{Path(name).stem}.json", written[part])
+    return written
