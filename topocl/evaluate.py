@@ -27,9 +27,9 @@ from .roi import get_extractor
 
 # %% auto #0
 __all__ = ['METRICS', 'GROUP', 'FEATURE_KINDS', 'SETTINGS', 'accuracy', 'auc_score', 'standardize', 'ProbeResult',
-           'torch_threads', 'linear_probe', 'null_auc_sd', 'summarize', 'paired_ttest', 'compare_variants',
-           'save_table', 'gate_stats', 'plot_gates', 'Features', 'preprocess', 'extract_features', 'ph_vectors',
-           'probe_persistence', 'probe_model', 'load_splits', 'run_settings', 'probe_checkpoint']
+           'torch_threads', 'linear_probe', 'null_auc_sd', 'knn_accuracy', 'summarize', 'paired_ttest',
+           'compare_variants', 'save_table', 'gate_stats', 'plot_gates', 'Features', 'preprocess', 'extract_features',
+           'ph_vectors', 'probe_persistence', 'probe_model', 'load_splits', 'run_settings', 'probe_checkpoint']
 
 # %% ../nbs/40_evaluate.ipynb #0006
 def accuracy(labels, probs) -> float:
@@ -190,6 +190,21 @@ def null_auc_sd(n0:int, # negatives in the test split
                ) -> float:
     "Standard deviation of the ROC AUC of an uninformative score (Mann-Whitney null)."
     return math.sqrt((n0 + n1 + 1) / (12 * n0 * n1))
+
+# %% ../nbs/40_evaluate.ipynb #115d777f
+def knn_accuracy(bank:np.ndarray, # (N,D) features of the labelled memory bank (the training split)
+                 bank_labels:np.ndarray, # (N,) int labels of the bank
+                 query:np.ndarray, # (M,D) features to classify (the validation split)
+                 query_labels:np.ndarray, # (M,) int labels of the queries
+                 k:int=20, # neighbours that vote
+                ) -> float:
+    "Accuracy of a similarity-weighted k-nearest-neighbour vote on cosine similarity."
+    bank, query = (torch.nn.functional.normalize(torch.as_tensor(np.asarray(x), dtype=torch.float32), dim=1) for x in (bank, query))
+    yb, yq = torch.as_tensor(np.asarray(bank_labels)).long().ravel(), torch.as_tensor(np.asarray(query_labels)).long().ravel()
+    if len(yb) != len(bank) or len(yq) != len(query): raise ValueError("knn_accuracy: features and labels differ in length")
+    sim, idx = (query @ bank.T).topk(min(k, len(bank)), dim=1)
+    votes = torch.zeros(len(query), int(max(yb.max(), yq.max())) + 1).scatter_add_(1, yb[idx], sim.clamp_min(0))
+    return float((votes.argmax(1) == yq).float().mean())
 
 # %% ../nbs/40_evaluate.ipynb #0031
 METRICS = ("acc", "auc")

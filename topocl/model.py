@@ -259,7 +259,7 @@ def cost_breakdown(config:ModelConfig|None=None, # a fused config; default: the 
     out.append(dict(part="Total", params=sum(r["params"] for r in out), flops=sum(r["flops"] for r in out)))
     return out
 
-# %% ../nbs/12_model.ipynb #bd0b1105
+# %% ../nbs/12_model.ipynb #ffc8e254
 def _stem(c:ModelConfig) -> dict:
     "How the torchvision ResNet's stem differs from the stock one (the changes `VisualEncoder` makes)."
     if c.small_input: return dict(conv1=f"torch.nn.Conv2d({c.in_chans}, 64, kernel_size=3, stride=1, padding=1, bias=False)",

@@ -18,18 +18,20 @@ from .persistence import PersistenceConfig, TokenMaker
 from .augment import VisualAugment, TopoAugment, Calibration, calibrate, to_tensor_image
 from .model import ModelConfig, TopoCLModel, save_checkpoint, load_checkpoint, load_pretrained
 from .methods import METHODS, method_class, method_defaults, make_method
+from .callbacks import (StepInfo, NonFiniteLossError, NonFiniteGuard, ProgressBar, Checkpointer, ConsoleLog, KNNMonitor,
+                              TensorBoardLog)
 
 # %% auto #0
 __all__ = ['STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'DataConfig',
-           'ROIConfig', 'AugmentConfig', 'MethodConfig', 'OptimConfig', 'Config', 'config_from_dict', 'config_to_dict',
-           'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config', 'warmup_cosine',
-           'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device',
-           'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'load_training_images', 'training_rois',
-           'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained',
-           'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv',
-           'load_checkpoint_file', 'NonFiniteLossError', 'TrainResult', 'EpochSampler', 'Trainer', 'tiny_config',
-           'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config',
-           'paper_config']
+           'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Config', 'config_from_dict',
+           'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config',
+           'warmup_cosine', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo',
+           'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'load_training_images',
+           'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches',
+           'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save',
+           'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'Trainer',
+           'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config',
+           'cpu_config', 'paper_config']
 
 # %% ../nbs/30_train.ipynb #0006
 @dataclass
@@ -68,6 +70,14 @@ class MethodConfig:
     params:dict = field(default_factory=dict)  # extra keyword arguments of `make_method` (temperature, momentum, ...)
 
 @dataclass
+class MonitorConfig:
+    "The online kNN monitor (`topocl.callbacks.KNNMonitor`): it observes, it does not change training."
+    every:int = 0                # epochs between measurements (0: off; the last epoch is always measured when on)
+    k:int = 20                   # neighbours that vote (cosine similarity)
+    max_train:int = 2000         # memory-bank images: the first of the training split
+    max_val:int = 1000           # query images: the first of the other labelled split (never test)
+
+@dataclass
 class OptimConfig:
     "Optimisation of one stage."
     epochs:int = 150             # the paper trains 150 epochs
@@ -102,6 +112,8 @@ class Config:
     visual_ckpt:str|None = None    # stage 3 input (None: out_dir/stage1/visual.pt; 'scratch': no pretraining)
     topology_ckpt:str|None = None  # stage 3 input (None: out_dir/stage2/topology.pt; 'scratch': no pretraining)
     progress:bool = True           # tqdm bars (rank 0 only)
+    monitor:MonitorConfig = field(default_factory=MonitorConfig)  # online kNN accuracy while a stage trains
+    tensorboard:bool = True        # TensorBoard events under out_dir/stage{k}/tensorboard (metrics.csv is written either way)
 
 # %% ../nbs/30_train.ipynb #0011
 def _is_union(tp): return typing.get_origin(tp) in (typing.Union, types.UnionType)
@@ -263,6 +275,9 @@ def validate_config(cfg:Config, stage:int|None=None)->Config:
         check(getattr(cfg.model, k) == getattr(cfg.persistence, k), f'model.{k}', f"persistence.{k} ({getattr(cfg.persistence, k)}), "
               f"which sets the token slots", getattr(cfg.model, k))
     check(isinstance(a.empty_diagrams, bool), 'augment.empty_diagrams', 'true or false', a.empty_diagrams)
+    mo = cfg.monitor
+    check(_pos_int(mo.every, 0), 'monitor.every', 'an integer >= 0 (0: off)', mo.every)
+    for k in ('k', 'max_train', 'max_val'): check(_pos_int(getattr(mo, k)), f'monitor.{k}', 'an integer >= 1', getattr(mo, k))
     if r.extractor == 'sam' and isinstance(r.options, dict) and not (r.options.get('checkpoint') or os.environ.get(SAM_CHECKPOINT_ENV)):
         errs.append(f"roi.extractor is 'sam' but no SAM checkpoint is set: pass --set roi.options.checkpoint=PATH or set "
                     f"{SAM_CHECKPOINT_ENV}=PATH (the official vit_h weights, sam_vit_h_4b8939.pth, are listed at "
@@ -567,10 +582,11 @@ def atomic_torch_save(obj, path)->Path:
 METRIC_COLUMNS = ('epoch', 'steps', 'loss', 'lr', 'time_s', 'img_per_s', 'data_wait')
 
 def write_metrics_csv(rows:list, path)->Path:
-    "Per-epoch metrics as CSV (atomically); `rows` are dicts with `METRIC_COLUMNS`."
+    "Per-epoch metrics as CSV (atomically): `METRIC_COLUMNS`, then what callbacks added (knn_acc, gate_*...)."
+    extra = list(dict.fromkeys(k for r in rows for k in r if k not in METRIC_COLUMNS))
     with atomic_write(path, 'w') as f:
-        wr = csv.DictWriter(f, fieldnames=METRIC_COLUMNS); wr.writeheader()
-        for r in rows: wr.writerow({k: r.get(k) for k in METRIC_COLUMNS})
+        wr = csv.DictWriter(f, fieldnames=list(METRIC_COLUMNS) + extra); wr.writeheader()
+        for r in rows: wr.writerow({k: r.get(k) for k in list(METRIC_COLUMNS) + extra})
     return Path(path)
 
 def load_checkpoint_file(path, map_location='cpu')->dict:
@@ -590,9 +606,6 @@ def load_checkpoint_file(path, map_location='cpu')->dict:
     return ck
 
 # %% ../nbs/30_train.ipynb #0041
-class NonFiniteLossError(RuntimeError):
-    "Training produced a NaN or infinite loss (or gradient norm)."
-
 @dataclass
 class TrainResult:
     "What `Trainer.fit` did."
@@ -613,7 +626,16 @@ def _param_groups(module:nn.Module, weight_decay:float):
 
 # keys of the config that may change between a run and its resumption
 RESUMABLE_CHANGES = ('num_workers', 'device', 'progress', 'out_dir', 'data.root', 'roi.cache_dir',
-                     'persistence.backend')   # every backend gives the same diagrams
+                     'persistence.backend',   # every backend gives the same diagrams
+                     'monitor.every', 'monitor.k', 'monitor.max_train', 'monitor.max_val', 'tensorboard')   # they only observe
+
+def default_callbacks(cfg:Config)->list:
+    "The trainer's callbacks: NaN guard, progress bar, kNN monitor (if `monitor.every`), checkpoints, TensorBoard, console."
+    m = cfg.monitor
+    cbs = [NonFiniteGuard(), ProgressBar(), Checkpointer(), ConsoleLog()]
+    if m.every: cbs.append(KNNMonitor(m.every, m.k, m.max_train, m.max_val))
+    if cfg.tensorboard: cbs.append(TensorBoardLog())
+    return cbs
 
 def _flat(d, prefix=''):
     out = {}
@@ -628,6 +650,7 @@ class Trainer:
     def __init__(self,
                  stage:int,       # 1 visual pretraining, 2 topology pretraining, 3 joint fine-tuning
                  cfg:Config,      # the run's config (validated here)
+                 callbacks:list|None=None,  # `topocl.callbacks.Callback`s; None: `default_callbacks(cfg)`
                 ):
         validate_config(cfg, stage)
         # one model config serves the three stages; each stage records the part it trains
@@ -635,6 +658,8 @@ class Trainer:
                                               train=replace(cfg.train, epochs=epochs_of(cfg, stage)))
         self.dir = stage_dir(cfg, stage)
         self.ckpt_path, self.weights_path = self.dir / 'checkpoint.pt', stage_weights(cfg, stage)
+        self.epochs = self.cfg.train.epochs
+        self.callbacks = sorted(default_callbacks(cfg) if callbacks is None else list(callbacks), key=lambda c: c.order)
 
     def compute_loss(self, batch)->torch.Tensor:
         "The method's loss on one batch of views (override to instrument a step)."
@@ -652,21 +677,46 @@ class Trainer:
         finally:
             if info.owns_group and dist.is_initialized(): dist.destroy_process_group()
 
-    def _log(self, msg):
+    def log(self, msg):
+        "Print one line on rank 0, prefixed by the stage."
         if self.info.is_main: print(f"[stage {self.stage}] {msg}", flush=True)
 
+    def _call(self, hook:str, *args):
+        for cb in self.callbacks: getattr(cb, hook)(self, *args)
+
     def _fit(self, resume, max_epochs):
-        cfg, info, t = self.cfg, self.info, self.cfg.train
-        if t.batch_size % info.world_size:
-            raise ValueError(f"train.batch_size={t.batch_size} is not divisible by the {info.world_size} processes")
-        ck = None
+        ck = self._resume_point(resume)
+        if isinstance(ck, TrainResult): return ck
+        self.setup(ck)
+        end = self.epochs if max_epochs is None else min(self.epochs, self.start + max_epochs)
+        if self.info.is_main: save_config(self.cfg, self.dir / 'config.yaml')
+        self._call('on_fit_start')
+        for epoch in range(self.start, end): self.train_epoch(epoch)
+        done = end >= self.epochs
+        if done and self.info.is_main: self.parts.save_weights(self.weights_path)
+        if self.info.distributed: dist.barrier()
+        result = TrainResult(self.stage, self.dir, end, done, self.weights_path if done else None, self.metrics)
+        self._call('on_fit_end', result)
+        return result
+
+    def _resume_point(self, resume):
+        "The checkpoint to resume from (None: start afresh), or the `TrainResult` of a stage already complete."
         if resume and self.ckpt_path.is_file():
             ck = load_checkpoint_file(self.ckpt_path)
             self._check_resumable(ck)
-            if ck['epoch'] >= t.epochs and self.weights_path.is_file():
-                self._log(f"already complete ({ck['epoch']}/{t.epochs} epochs) in {self.dir}")
+            if ck['epoch'] >= self.epochs and self.weights_path.is_file():
+                self.log(f"already complete ({ck['epoch']}/{self.epochs} epochs) in {self.dir}")
                 return TrainResult(self.stage, self.dir, ck['epoch'], True, self.weights_path, ck['metrics'])
-        elif resume: self._log(f"no checkpoint in {self.dir}: starting from scratch")
+            return ck
+        if resume: self.log(f"no checkpoint in {self.dir}: starting from scratch")
+        elif self.ckpt_path.is_file(): self.log(f"starting over: {self.ckpt_path} will be overwritten (resume=False)")
+        return None
+
+    def setup(self, ck:dict|None=None):
+        "Model, method, data loader, optimiser, schedule and scaler of the stage; the state of `ck` if resuming."
+        cfg, info, t = self.cfg, self.info, self.cfg.train
+        if t.batch_size % info.world_size:
+            raise ValueError(f"train.batch_size={t.batch_size} is not divisible by the {info.world_size} processes")
         seed_everything(cfg.seed)   # same initial weights in every process
         self.parts = parts = build_stage(self.stage, cfg, info)
         method = parts.method.to(info.device)
@@ -676,88 +726,80 @@ class Trainer:
         self.ddp = nn.parallel.DistributedDataParallel(
             method, device_ids=[info.device.index] if info.device.type == 'cuda' else None) if info.distributed else method
         per_rank = t.batch_size // info.world_size
-        sampler = EpochSampler(parts.dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                               seed=cfg.seed, drop_last=True)
-        steps = len(sampler) // per_rank
-        if steps == 0:
+        self.sampler = EpochSampler(parts.dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                    seed=cfg.seed, drop_last=True)
+        self.steps = len(self.sampler) // per_rank
+        if self.steps == 0:
             raise ValueError(f"train.batch_size={t.batch_size} is larger than the {len(parts.dataset)} training images")
-        loader = DataLoader(parts.dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
-                            num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
-                            pin_memory=info.device.type == 'cuda', collate_fn=parts.collate,
-                            generator=torch.Generator().manual_seed(cfg.seed))
-        total, warm = t.epochs * steps, round(t.warmup_epochs * steps)
-        params = [p for p in method.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(_param_groups(method, t.weight_decay), lr=t.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(warmup_cosine, total_steps=total, warmup_steps=warm))
-        amp = t.amp and info.device.type == 'cuda'
-        scaler = torch.amp.GradScaler('cuda', enabled=amp)
-        start, metrics = 0, []
+        self.loader = DataLoader(parts.dataset, batch_size=per_rank, sampler=self.sampler, drop_last=True,
+                                 num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+                                 pin_memory=info.device.type == 'cuda', collate_fn=parts.collate,
+                                 generator=torch.Generator().manual_seed(cfg.seed))
+        total, warm = self.epochs * self.steps, round(t.warmup_epochs * self.steps)
+        self.params = [p for p in method.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(_param_groups(method, t.weight_decay), lr=t.lr)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(warmup_cosine, total_steps=total, warmup_steps=warm))
+        self.amp = t.amp and info.device.type == 'cuda'
+        self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
+        self.start, self.metrics = 0, []
         if ck is not None:
-            opt.load_state_dict(ck['optimizer']); sched.load_state_dict(ck['scheduler']); scaler.load_state_dict(ck['scaler'])
-            start, metrics, rng = ck['epoch'], list(ck['metrics']), ck['rng']
+            self.opt.load_state_dict(ck['optimizer']); self.sched.load_state_dict(ck['scheduler'])
+            self.scaler.load_state_dict(ck['scaler'])
+            self.start, self.metrics, rng = ck['epoch'], list(ck['metrics']), ck['rng']
             if len(rng) != info.world_size:
                 warnings.warn(f"checkpoint written by {len(rng)} process(es), resuming with {info.world_size}: "
                               "the random streams differ from an uninterrupted run")
             set_rng_states(rng[info.rank % len(rng)])
-            self._log(f"resuming from {self.ckpt_path} after epoch {start}/{t.epochs}")
-        elif self.ckpt_path.is_file(): self._log(f"starting over: {self.ckpt_path} will be overwritten (resume=False)")
-        end = t.epochs if max_epochs is None else min(t.epochs, start + max_epochs)
-        if info.is_main: save_config(cfg, self.dir / 'config.yaml')
-        for epoch in range(start, end):
-            sampler.set_epoch(epoch); self.ddp.train()
-            t0, wait, loss_sum = time.perf_counter(), 0.0, 0.0
-            bar = tqdm(total=steps, desc=f"stage {self.stage} epoch {epoch+1}/{t.epochs}", leave=False,
-                       disable=not (info.is_main and cfg.progress), file=sys.stdout)
+            self.log(f"resuming from {self.ckpt_path} after epoch {self.start}/{self.epochs}")
+
+    def train_epoch(self, epoch:int)->dict:
+        "One pass over the training images; returns (and records) the epoch's metrics row."
+        self.sampler.set_epoch(epoch); self.ddp.train()
+        self._call('on_epoch_start', epoch)
+        t0, wait, loss_sum = time.perf_counter(), 0.0, 0.0
+        tw = time.perf_counter()
+        for i, batch in enumerate(self.loader):
+            wait += time.perf_counter() - tw
+            s = self.train_step(batch, epoch, i)
+            loss_sum += s.loss
             tw = time.perf_counter()
-            for i, batch in enumerate(loader):
-                wait += time.perf_counter() - tw
-                with torch.autocast('cuda', dtype=torch.float16, enabled=amp):
-                    loss = self.compute_loss(batch)
-                lval = loss.detach().float().reshape(())
-                if info.distributed: dist.all_reduce(lval); lval = lval / info.world_size
-                lval = float(lval)
-                if not math.isfinite(lval): self._nonfinite('loss', lval, epoch, i, steps)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                gnorm = float(torch.nn.utils.clip_grad_norm_(params, t.clip_norm or math.inf))
-                if not amp and not math.isfinite(gnorm): self._nonfinite('gradient norm', gnorm, epoch, i, steps)
-                lr = opt.param_groups[0]['lr']
-                scaler.step(opt); scaler.update(); sched.step()
-                method.on_step_end(epoch * steps + i, total)
-                loss_sum += lval
-                bar.update(); bar.set_postfix(loss=f"{lval:.4f}", lr=f"{lr:.2e}")
-                tw = time.perf_counter()
-            bar.close()
-            dt = time.perf_counter() - t0
-            row = dict(epoch=epoch + 1, steps=(epoch + 1) * steps, loss=loss_sum / steps, lr=lr, time_s=round(dt, 3),
-                       img_per_s=round(steps * t.batch_size / dt, 2), data_wait=round(wait / dt, 4))
-            metrics.append(row)
-            self._save(epoch + 1, method, opt, sched, scaler, metrics)
-            self._log(f"epoch {epoch+1}/{t.epochs}: loss {row['loss']:.4f}, lr {lr:.2e}, {row['img_per_s']:.0f} img/s, "
-                      f"{100*row['data_wait']:.0f}% of the time waiting for data")
-        done = end >= t.epochs
-        if done and info.is_main: parts.save_weights(self.weights_path)
-        if info.distributed: dist.barrier()
-        return TrainResult(self.stage, self.dir, end, done, self.weights_path if done else None, metrics)
+        dt, b = time.perf_counter() - t0, self.cfg.train.batch_size
+        row = dict(epoch=epoch + 1, steps=(epoch + 1) * self.steps, loss=loss_sum / self.steps, lr=s.lr, time_s=round(dt, 3),
+                   img_per_s=round(self.steps * b / dt, 2), data_wait=round(wait / dt, 4))
+        self.metrics.append(row)
+        self._call('on_epoch_end', epoch, row)
+        return row
 
-    def _nonfinite(self, what, value, epoch, i, steps):
-        good = f"the last good checkpoint is {self.ckpt_path} (epoch {epoch})" if epoch > 0 else "no checkpoint was written"
-        raise NonFiniteLossError(f"stage {self.stage}: {what} is {value} at epoch {epoch+1}, step {i+1}/{steps} "
-                                 f"(global step {epoch*steps+i+1}); training stopped and {good}. "
-                                 f"Try a lower train.lr, a smaller train.clip_norm or a different seed.")
+    def train_step(self, batch, epoch:int, i:int)->StepInfo:
+        "Forward, backward, clipping, optimiser and schedule steps on one batch."
+        info, t = self.info, self.cfg.train
+        with torch.autocast('cuda', dtype=torch.float16, enabled=self.amp):
+            loss = self.compute_loss(batch)
+        lval = loss.detach().float().reshape(())
+        if info.distributed: dist.all_reduce(lval); lval = lval / info.world_size
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        gnorm = float(torch.nn.utils.clip_grad_norm_(self.params, t.clip_norm or math.inf))
+        s = StepInfo(epoch, i, self.steps, float(lval), self.opt.param_groups[0]['lr'], gnorm)
+        self._call('on_before_update', s)
+        self.scaler.step(self.opt); self.scaler.update(); self.sched.step()
+        self.method.on_step_end(epoch * self.steps + i, self.epochs * self.steps)
+        self._call('on_step_end', s)
+        return s
 
-    def _save(self, epoch, method, opt, sched, scaler, metrics):
+    def save_checkpoint(self, epoch:int):
+        "The resumable state after `epoch` epochs (rank 0 writes; every process gives its random states)."
         info = self.info
         rng = [get_rng_states()]
         if info.distributed:
             rng = [None] * info.world_size; dist.all_gather_object(rng, get_rng_states())
         if info.is_main:
-            ck = dict(stage=self.stage, epoch=epoch, method=method.state_dict(), optimizer=opt.state_dict(),
-                      scheduler=sched.state_dict(), scaler=scaler.state_dict(), rng=rng, metrics=metrics,
+            ck = dict(stage=self.stage, epoch=epoch, method=self.method.state_dict(), optimizer=self.opt.state_dict(),
+                      scheduler=self.sched.state_dict(), scaler=self.scaler.state_dict(), rng=rng, metrics=self.metrics,
                       config=config_to_dict(self.cfg), world_size=info.world_size)
             atomic_torch_save(ck, self.ckpt_path)
-            write_metrics_csv(metrics, self.dir / 'metrics.csv')
+            write_metrics_csv(self.metrics, self.dir / 'metrics.csv')
         if info.distributed: dist.barrier()
 
     def _check_resumable(self, ck):
