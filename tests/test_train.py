@@ -97,6 +97,62 @@ def test_resume_reaches_the_same_weights(tmp_path, stage, method, workers):
     assert again.complete and os.path.getmtime(b.weights) == os.path.getmtime(again.weights)
 
 
+def test_resume_is_exact_with_the_monitor_on(tmp_path):
+    "Stage 2 with the kNN monitor and TensorBoard every epoch: resumed == uninterrupted, kNN accuracies included."
+    over = {'monitor.every': 1, 'train.epochs': 3}
+    a = T.train_stage(2, T.tiny_config(tmp_path / 'a'), over)
+    b_cfg = T.apply_overrides(T.tiny_config(tmp_path / 'b'), over)
+    T.train_stage(2, b_cfg, max_epochs=1)
+    b = T.train_stage(2, b_cfg, resume=True)
+    _states_equal(_ckpt(a)['method'], _ckpt(b)['method'])
+    assert [(r['loss'], r['knn_acc']) for r in a.metrics] == [(r['loss'], r['knn_acc']) for r in b.metrics]
+    assert all(0 <= r['knn_acc'] <= 1 for r in a.metrics)
+    assert len(list((b.dir / 'tensorboard').iterdir())) == 2    # one event file per call
+    off = T.train_stage(2, T.tiny_config(tmp_path / 'c'), {'train.epochs': 3})
+    assert [r['loss'] for r in off.metrics] == [r['loss'] for r in a.metrics]   # the monitor changes no number
+
+
+def test_monitor_adds_gate_means_in_stage_3_and_is_off_without_labels(tmp_path, capsys):
+    cfg = T.apply_overrides(T.tiny_config(tmp_path / 'g', epochs=1), {'monitor.every': 1})
+    for s in (1, 2): T.train_stage(s, cfg)
+    r3 = T.train_stage(3, cfg)
+    gates = {k: v for k, v in r3.metrics[0].items() if k.startswith('gate_')}
+    from topocl.moe import EXPERTS
+    assert set(gates) == {f'gate_{e}' for e in EXPERTS} and abs(sum(gates.values()) - 1) < 1e-4
+    from topocl.callbacks import KNNMonitor
+    from types import SimpleNamespace
+    import topocl.callbacks as C
+    mon = KNNMonitor(1)
+    orig = C.load_dataset
+    C.load_dataset = lambda *a, **k: (orig(*a, **k)[0], None)     # a data set without labels
+    try:
+        logs = []
+        mon.on_fit_start(SimpleNamespace(info=SimpleNamespace(is_main=True), cfg=cfg, log=logs.append))
+    finally: C.load_dataset = orig
+    assert mon.data is None and logs == ['kNN monitor off: synthetic has no labels']
+
+
+def test_a_run_killed_mid_epoch_resumes(tmp_path):
+    "SIGKILL during epoch 2 of `topocl pretrain-visual`; `--resume` continues from epoch 1 and ends where an uninterrupted run ends."
+    import signal, time
+    env = {**os.environ, 'TOPOCL_CACHE': str(tmp_path / 'cache'), 'OMP_NUM_THREADS': '1'}
+    args = ['topocl', 'pretrain-visual', '--preset', 'tiny', '--epochs', '3', '--set', 'data.options.n=160', '--set', 'tensorboard=false']
+    full = subprocess.run(args + ['--out-dir', str(tmp_path / 'full')], env=env, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-2000:]
+    p = subprocess.Popen(args + ['--out-dir', str(tmp_path / 'k')], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ck = tmp_path / 'k' / 'stage1' / 'checkpoint.pt'
+    t0 = time.time()
+    while not ck.exists() and time.time() - t0 < 300: time.sleep(0.05)
+    time.sleep(0.3)                                                 # into epoch 2
+    p.send_signal(signal.SIGKILL); p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL and not (tmp_path / 'k' / 'stage1' / 'visual.pt').exists()
+    assert torch.load(ck, weights_only=True)['epoch'] in (1, 2)     # killed during epoch 2 (or 3 on a fast machine)
+    r = subprocess.run(args + ['--out-dir', str(tmp_path / 'k'), '--resume'], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and 'resuming from' in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    a, b = (torch.load(tmp_path / d / 'stage1' / 'checkpoint.pt', weights_only=True) for d in ('full', 'k'))
+    _states_equal(a['method'], b['method'])
+    assert [m['loss'] for m in a['metrics']] == [m['loss'] for m in b['metrics']]
+
 def test_resume_refuses_a_changed_config(tmp_path):
     cfg = T.tiny_config(tmp_path / 'r', epochs=2)
     T.train_stage(1, cfg, max_epochs=1)
@@ -280,3 +336,14 @@ def test_results_are_readable_by_the_group(tmp_path):
     finally: os.umask(old)
     for f in (res.dir / 'checkpoint.pt', res.weights, res.dir / 'config.yaml', res.dir / 'metrics.csv'):
         assert f.stat().st_mode & 0o777 == 0o644, f
+
+
+def test_weights_alone_are_enough_to_probe(tmp_path):
+    "A stage's weights file records data set, size, ROI and persistence: copied away from its run, it still probes."
+    import shutil
+    from topocl.evaluate import probe_checkpoint
+    res = T.train_stage(1, T.apply_overrides(T.tiny_config(tmp_path / 'run', epochs=1), {'data.options.n_classes': 2}))
+    alone = tmp_path / 'elsewhere' / 'visual.pt'; alone.parent.mkdir()
+    shutil.copy(res.weights, alone)
+    r = probe_checkpoint(alone, limit=16, probe_kw=dict(epochs=2), device='cpu')
+    assert (r['dataset'], r['image_size'], r['n_classes'], r['roi']) == ('synthetic', 28, 2, 'otsu')

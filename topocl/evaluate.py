@@ -537,8 +537,9 @@ def probe_checkpoint(checkpoint, # path of a `TopoCLModel` checkpoint
     if bad: raise ValueError(f"unknown setting(s) {bad}; expected some of {sorted(SETTINGS)}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, extra = load_checkpoint(checkpoint, map_location=device, return_extra=True)
-    run = run_settings(checkpoint)
     extra = extra if isinstance(extra, dict) else {}
+    # the weights file records the run's data settings (runs from before that: the config.yaml beside it)
+    run = {**run_settings(checkpoint), **{k: extra[k] for k in ("dataset", "size", "root", "data_options") if extra.get(k) is not None}}
     st = {k: settings[k] if k in settings else extra.get(k, run.get(k, v)) for k, v in SETTINGS.items()}
     dataset = dataset or run.get("dataset")
     if dataset is None: raise ValueError(f"dataset: {checkpoint} has no training config beside it; name the dataset")

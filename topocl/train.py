@@ -562,7 +562,10 @@ def build_stage(stage:int, cfg:Config, info:DistInfo|None=None)->StageParts:
         visual, topology = check_pretrained(cfg)
         load_pretrained(model, visual=visual, topology=topology)
     method = make_method(cfg.method.name, model, model.out_dim, projector=stage != 3, **cfg.method.params)
-    record = dict(persistence=cfg.persistence.to_dict(), roi=cfg.roi.extractor, roi_options=dict(cfg.roi.options))
+    # what a probe needs to make this model's inputs, so that the weights file is enough on its own
+    d = cfg.data
+    record = dict(persistence=cfg.persistence.to_dict(), roi=cfg.roi.extractor, roi_options=dict(cfg.roi.options),
+                  dataset=d.name, size=d.size, root=d.root, data_options={k: v for k, v in d.options.items() if k != 'n'})
     return StageParts(method, ds, stage, extra=record)
 
 # %% ../nbs/30_train.ipynb #0038
