@@ -6,7 +6,7 @@
 from __future__ import annotations
 import copy, json, math, os, tempfile, time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,10 +26,10 @@ from .persistence import PersistenceConfig, TokenMaker
 from .roi import get_extractor
 
 # %% auto #0
-__all__ = ['METRICS', 'GROUP', 'FEATURE_KINDS', 'SETTINGS', 'accuracy', 'auc_score', 'standardize', 'ProbeResult',
-           'torch_threads', 'linear_probe', 'null_auc_sd', 'knn_accuracy', 'summarize', 'paired_ttest',
-           'compare_variants', 'save_table', 'gate_stats', 'plot_gates', 'Features', 'preprocess', 'extract_features',
-           'ph_vectors', 'probe_persistence', 'probe_model', 'load_splits', 'run_settings', 'probe_checkpoint']
+__all__ = ['METRICS', 'GROUP', 'FEATURE_KINDS', 'accuracy', 'auc_score', 'standardize', 'ProbeResult', 'torch_threads',
+           'linear_probe', 'null_auc_sd', 'knn_accuracy', 'summarize', 'paired_ttest', 'compare_variants', 'save_table',
+           'gate_stats', 'plot_gates', 'Features', 'preprocess', 'extract_features', 'ph_vectors', 'probe_persistence',
+           'probe_model', 'load_splits', 'ProbeSettings', 'run_settings', 'probe_checkpoint']
 
 # %% ../nbs/40_evaluate.ipynb #0006
 def accuracy(labels, probs) -> float:
@@ -487,7 +487,23 @@ def load_splits(dataset:str, # a `topocl.data.load_dataset` name: 'synthetic', a
     return out
 
 # %% ../nbs/40_evaluate.ipynb #0066
-SETTINGS = dict(roi="otsu", roi_options={}, persistence=None, input_size=None, normalize=None)
+@dataclass
+class ProbeSettings:
+    "How a probe makes a model's inputs, as training made them (`probe_checkpoint` reads them from the weights file)."
+    roi:str = "otsu"               # ROI extractor: 'otsu', 'full' or 'sam'
+    roi_options:dict = field(default_factory=dict)  # its options (sam: checkpoint, model_type, device)
+    persistence:dict|None = None   # `topocl.persistence.PersistenceConfig` fields (None: the defaults)
+    input_size:int|None = None     # input side the model was trained at (None: the images' size)
+    normalize:object = None        # training's image normalisation: None ([0, 1]), 'imagenet' or (mean, std)
+
+    @classmethod
+    def resolve(cls, overrides:dict, *sources:dict) -> ProbeSettings:
+        "Each field from the first of `overrides`, then `sources` in order, that names it; else its default."
+        names = [f.name for f in fields(cls)]
+        bad = sorted(set(overrides) - set(names))
+        if bad: raise ValueError(f"unknown setting(s) {bad}; expected some of {names}")
+        return cls(**{n: next(s[n] for s in (overrides, *sources) if n in s) for n in names
+                      if any(n in s for s in (overrides, *sources))})
 
 def run_settings(checkpoint, # a weights file written by a training stage
                 ) -> dict:
@@ -530,17 +546,17 @@ def probe_checkpoint(checkpoint, # path of a `TopoCLModel` checkpoint
                      data_options:dict|None=None, # more `load_dataset` keywords; None: the run's
                      return_details:bool=False, # also return the details dict of `probe_model`
                      progress:bool=False,
-                     **settings, # override training settings: roi, roi_options, persistence, input_size, normalize
+                     **settings, # override training settings: the fields of `ProbeSettings`
                     ):
     "Linear-probe a saved model on a dataset: a JSON-ready record (test ACC/AUC, chosen settings, gate means)."
-    bad = sorted(set(settings) - set(SETTINGS))
-    if bad: raise ValueError(f"unknown setting(s) {bad}; expected some of {sorted(SETTINGS)}")
+    ProbeSettings.resolve(settings)   # a misspelt setting fails before the model is loaded
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, extra = load_checkpoint(checkpoint, map_location=device, return_extra=True)
     extra = extra if isinstance(extra, dict) else {}
     # the weights file records the run's data settings (runs from before that: the config.yaml beside it)
     run = {**run_settings(checkpoint), **{k: extra[k] for k in ("dataset", "size", "root", "data_options") if extra.get(k) is not None}}
-    st = {k: settings[k] if k in settings else extra.get(k, run.get(k, v)) for k, v in SETTINGS.items()}
+    st = ProbeSettings.resolve(settings, extra, run)
+    st.persistence = probe_persistence(model, st.persistence).to_dict()
     dataset = dataset or run.get("dataset")
     if dataset is None: raise ValueError(f"dataset: {checkpoint} has no training config beside it; name the dataset")
     size = size or run.get("size") or 28
@@ -549,14 +565,13 @@ def probe_checkpoint(checkpoint, # path of a `TopoCLModel` checkpoint
     if dataset == "synthetic": opts.setdefault("rgb", model.config.in_chans == 3)
     if splits is None: splits = load_splits(dataset, root, size, limit, **opts)
     needs_tokens = (kind or model.config.kind) != "visual" and tokens is None
-    roi = get_extractor(st["roi"], **(st["roi_options"] or {})) if needs_tokens else st["roi"]  # SAM loads weights
+    roi = get_extractor(st.roi, **(st.roi_options or {})) if needs_tokens else st.roi  # SAM loads weights
     key = dict(dataset=dataset, size=size, limit=limit, options={k: str(v) for k, v in sorted(opts.items())})
-    st["persistence"] = probe_persistence(model, st["persistence"]).to_dict()
-    out = probe_model(model, splits, kind, roi, st["persistence"], st["input_size"],
-                      st["normalize"], tokens, cache_dir, key, device=device, probe_kw=probe_kw, seed=seed,
-                      progress=progress, return_details=return_details)
+    out = probe_model(model, splits, kind=kind, roi=roi, persistence=st.persistence, size=st.input_size,
+                      normalize=st.normalize, tokens=tokens, cache_dir=cache_dir, cache_key=key, device=device,
+                      probe_kw=probe_kw, seed=seed, progress=progress, return_details=return_details)
     rec = out[0] if return_details else out
     head = dict(checkpoint=str(checkpoint), dataset=dataset, image_size=size, limit=limit, model_kind=model.config.kind,
-                arch=model.config.arch, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in st.items()})
+                arch=model.config.arch, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(st).items()})
     rec = {**head, **rec}
     return (rec, out[1]) if return_details else rec
