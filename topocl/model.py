@@ -269,7 +269,7 @@ def _stem(c:ModelConfig) -> dict:
 
 def _visual_sidecar(c:ModelConfig, out_dim:int, weights:str, source:str) -> dict:
     stem = _stem(c)
-    load = [f"import torch, torchvision", f"net = torchvision.models.{c.arch}(weights=None)"]
+    load = ["import torch, torchvision", f"net = torchvision.models.{c.arch}(weights=None)"]
     load += [f"net.{k} = {v}" for k, v in stem.items()] + ["net.fc = torch.nn.Identity()",
              f"net.load_state_dict(torch.load({weights!r}, weights_only=True))"]
     return dict(format="topocl.export.visual", version=1, source=source, arch=c.arch, in_chans=c.in_chans,

@@ -4,20 +4,20 @@
 
 # %% ../nbs/30_train.ipynb #0002
 from __future__ import annotations
-import csv, math, os, random, sys, tempfile, time, types, typing, warnings
+import csv, math, os, random, tempfile, time, types, typing, warnings
 from functools import partial
 from dataclasses import dataclass, field, fields, asdict, is_dataclass, replace
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, yaml
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm.auto import tqdm
 from .data import atomic_write, load_dataset, default_cache_dir
 from .roi import EXTRACTORS, SAM_CHECKPOINT_ENV, get_extractor, compute_rois
 from .persistence import PersistenceConfig, TokenMaker
 from .augment import VisualAugment, TopoAugment, Calibration, calibrate, to_tensor_image
 from .model import ModelConfig, TopoCLModel, save_checkpoint, load_checkpoint, load_pretrained
 from .methods import METHODS, method_class, method_defaults, make_method
+# NonFiniteLossError is raised by the NaN guard; importing it here keeps `topocl.train.NonFiniteLossError` working
 from .callbacks import (StepInfo, NonFiniteLossError, NonFiniteGuard, ProgressBar, Checkpointer, ConsoleLog, KNNMonitor,
                               TensorBoardLog)
 
