@@ -111,7 +111,7 @@ class KNNMonitor(Callback):
             maker = TokenMaker(cfg.persistence, get_extractor(cfg.roi.extractor, **cfg.roi.options), empty=cfg.augment.empty_diagrams)
             cache = cfg.roi.cache_dir or default_cache_dir() / 'roi'
             key = dict(dataset=cfg.data.name, size=cfg.data.size, options={k: str(v) for k, v in sorted(cfg.data.options.items())})
-            tokens = [maker.split(x, cache, {**key, 'split': s, 'n': len(x), 'monitor': True}, n_jobs=1)
+            tokens = [maker.split(x, cache, {**key, 'split': s, 'n': len(x)}, n_jobs=1)   # the keys training's ROIs use
                       for s, (x, _) in ((cfg.data.split, bank), (_other_split(cfg.data.split), query))]
         self.data = [(x, y, t) for (x, y), t in zip((bank, query), tokens)]
 
