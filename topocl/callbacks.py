@@ -97,7 +97,8 @@ class KNNMonitor(Callback):
         d = trainer.cfg.data
         x, y = load_dataset(d.name, split, root=d.root, size=d.size, **d.options)
         if split == d.split and d.max_samples is not None: x, y = x[:d.max_samples], (None if y is None else y[:d.max_samples])
-        return (x[:n], None if y is None else np.asarray(y[:n]).reshape(len(x[:n]), -1)[:, 0])
+        y = None if y is None else np.asarray(y[:n]).reshape(len(x[:n]), -1)
+        return x[:n], None if y is None or y.shape[1] != 1 else y[:, 0]   # one class per image, or no monitor
 
     def on_fit_start(self, trainer):
         self.data = None
@@ -105,7 +106,7 @@ class KNNMonitor(Callback):
         cfg, kind = trainer.cfg, trainer.cfg.model.kind
         bank, query = self._split(trainer, cfg.data.split, self.max_train), self._split(trainer, _other_split(cfg.data.split), self.max_val)
         if bank[1] is None or query[1] is None:
-            trainer.log(f"kNN monitor off: {cfg.data.name} has no labels"); return
+            trainer.log(f"kNN monitor off: {cfg.data.name} has no labels (or several per image)"); return
         tokens = [None, None]
         if kind != 'visual':
             maker = TokenMaker(cfg.persistence, get_extractor(cfg.roi.extractor, **cfg.roi.options), empty=cfg.augment.empty_diagrams)
