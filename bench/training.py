@@ -59,12 +59,18 @@ def model_step_imgs(stage, cfg, repeats=3):
     "Images/s of forward + backward + AdamW on one pre-collated batch (no data loading)."
     parts = T.build_stage(stage, replace(cfg, model=replace(cfg.model, kind=T.STAGE_KINDS[stage])))
     batch = default_collate([parts.dataset[(0, i)] for i in range(cfg.train.batch_size)])
-    opt = torch.optim.AdamW(parts.method.parameters(), lr=1e-4)
+    dev = torch.device('cuda' if cfg.device.startswith('cuda') else 'cpu')
+    method, dtype = parts.method.to(dev), T.autocast_dtype(cfg.train, dev)
+    if cfg.train.channels_last: method = method.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(method.parameters(), lr=1e-4)
     best = float('inf')
     for _ in range(repeats + 1):   # the first one warms up
         t0 = time.perf_counter()
-        v1, v2 = parts.split(batch, 'cpu')
-        loss = parts.method(v1, v2); opt.zero_grad(); loss.backward(); opt.step()
+        v1, v2 = parts.split(batch, dev)
+        if cfg.train.channels_last: v1, v2 = T.to_channels_last(v1), T.to_channels_last(v2)
+        with torch.autocast('cuda', dtype=dtype or torch.float16, enabled=dtype is not None): loss = method(v1, v2)
+        opt.zero_grad(); loss.backward(); opt.step()
+        if dev.type == 'cuda': torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     return cfg.train.batch_size / best, parts.dataset
 
@@ -83,6 +89,10 @@ def main():
                     help='DataLoader workers (default: cores - 1, at least 1, at most 8)')
     ap.add_argument('--threads', type=int, default=os.cpu_count(), help='torch threads of the training process')
     ap.add_argument('--only', choices=['28', '224'], help='run one setting only')
+    ap.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
+    ap.add_argument('--batch', type=int, default=None, help='batch size of both settings (default: 32 at 28 px, 8 at 224 px; the paper: 256)')
+    ap.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                    help='config overrides, e.g. --set train.amp_dtype=bfloat16 --set train.channels_last=true')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory(prefix='topocl-bench-') as tmp:   # checkpoints of ResNet-50 runs: GBs
@@ -94,12 +104,15 @@ def run(a, out):
     steps, repeats = (2, 1) if a.quick else (4, 2)
     settings = [('28px-resnet18', 28, 'resnet18', True, False, 32), ('224px-resnet50', 224, 'resnet50', False, True, 8)]
     if a.only: settings = [s for s in settings if s[1] == int(a.only)]
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, {a.threads} torch threads, {a.workers} DataLoader "
+    gpu = f", {torch.cuda.get_device_name()}" if a.device.startswith('cuda') else ''
+    print(f"torch {torch.__version__}{gpu}, {', '.join(a.set) or 'default precision'}, {os.cpu_count()} CPU cores, {a.threads} torch threads, {a.workers} DataLoader "
           f"workers, SimCLR, {steps} steps/epoch, best of {repeats}")
     rows = []
     for name, size, arch, small, rgb, batch in settings:
         print(f"\n== {name}, batch {batch}")
+        batch = a.batch or batch
         cfg = setting(name, size, arch, small, rgb, batch, steps, a.workers, out)
+        cfg = T.apply_overrides(T.apply_overrides(cfg, {'device': a.device}), a.set)
         cfg = T.apply_overrides(cfg, {'augment.calibration': make_calibration(cfg, out, 4 if size > 64 else 16)})
         base_model, vis_ds = model_step_imgs(1, cfg)
         topo_model, topo_ds = model_step_imgs(3, cfg)

@@ -47,7 +47,8 @@ class NonFiniteGuard(Callback):
     order = 0
     def on_before_update(self, trainer, s:StepInfo):
         if not math.isfinite(s.loss): self._stop(trainer, 'loss', s.loss, s)
-        if not trainer.amp and not math.isfinite(s.grad_norm): self._stop(trainer, 'gradient norm', s.grad_norm, s)
+        # under float16's GradScaler an infinite gradient is routine: the scaler skips that step and scales down
+        if not trainer.scaler.is_enabled() and not math.isfinite(s.grad_norm): self._stop(trainer, 'gradient norm', s.grad_norm, s)
     def _stop(self, trainer, what, value, s):
         good = (f"the last good checkpoint is {trainer.ckpt_path} (epoch {s.epoch})" if s.epoch > 0
                 else "no checkpoint was written")

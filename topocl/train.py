@@ -22,16 +22,17 @@ from .callbacks import (StepInfo, NonFiniteLossError, NonFiniteGuard, ProgressBa
                               TensorBoardLog)
 
 # %% auto #0
-__all__ = ['STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'DataConfig',
-           'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Config', 'config_from_dict',
-           'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config',
-           'warmup_cosine', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo',
-           'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'load_training_images',
-           'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches',
-           'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save',
-           'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'Trainer',
-           'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config',
-           'cpu_config', 'paper_config']
+__all__ = ['AMP_DTYPES', 'STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES',
+           'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Config',
+           'config_from_dict', 'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of',
+           'validate_config', 'warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed',
+           'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device',
+           'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'load_training_images', 'training_rois',
+           'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained',
+           'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv',
+           'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'Trainer', 'tiny_config',
+           'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config',
+           'paper_config']
 
 # %% ../nbs/30_train.ipynb #0006
 @dataclass
@@ -77,6 +78,8 @@ class MonitorConfig:
     max_train:int = 2000         # memory-bank images: the first of the training split
     max_val:int = 1000           # query images: the first of the other labelled split (never test)
 
+AMP_DTYPES = ('auto', 'bfloat16', 'float16')  # train.amp_dtype
+
 @dataclass
 class OptimConfig:
     "Optimisation of one stage."
@@ -86,7 +89,10 @@ class OptimConfig:
     weight_decay:float = 1e-2    # AdamW weight decay (not applied to biases and norm weights)
     warmup_epochs:float = 10     # linear warmup, then cosine decay to zero (per step)
     clip_norm:float|None = 3.0   # gradient clipping by global norm (None: off)
-    amp:bool = True              # float16 autocast + GradScaler, on CUDA only
+    amp:bool = True              # mixed-precision autocast, on CUDA only
+    amp_dtype:str = 'auto'       # 'bfloat16', 'float16' (+ GradScaler) or 'auto': bfloat16 where the GPU has it
+    channels_last:bool = False   # NHWC memory layout for images and convolutions (faster on tensor cores)
+    tf32:bool = False            # TF32 matmuls and convolutions on Ampere or newer GPUs (False: PyTorch's defaults)
 
 # %% ../nbs/30_train.ipynb #0007
 STAGES = {1: 'visual pretraining', 2: 'topology pretraining', 3: 'joint fine-tuning'}
@@ -303,6 +309,9 @@ def validate_config(cfg:Config, stage:int|None=None)->Config:
           'train.warmup_epochs', f'in [0, {shortest}] (the shortest stage)', t.warmup_epochs)
     check(t.clip_norm is None or (_num(t.clip_norm) and math.isfinite(t.clip_norm) and t.clip_norm > 0), 'train.clip_norm', 'None or > 0', t.clip_norm)
     check(isinstance(t.amp, bool), 'train.amp', 'true or false', t.amp)
+    check(t.amp_dtype in AMP_DTYPES, 'train.amp_dtype', f"one of {', '.join(AMP_DTYPES)}", t.amp_dtype)
+    check(isinstance(t.channels_last, bool), 'train.channels_last', 'true or false', t.channels_last)
+    check(isinstance(t.tf32, bool), 'train.tf32', 'true or false', t.tf32)
     check(_pos_int(cfg.seed, 0), 'seed', 'an integer >= 0', cfg.seed)
     check(_pos_int(cfg.num_workers, 0), 'num_workers', 'an integer >= 0', cfg.num_workers)
     check(isinstance(cfg.device, str) and (cfg.device in ('auto', 'cpu') or cfg.device.split(':')[0] == 'cuda'),
@@ -322,6 +331,23 @@ def warmup_cosine(step:int,          # optimizer steps taken so far
     if step < warmup_steps: return (step + 1) / (warmup_steps + 1)
     t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+# %% ../nbs/30_train.ipynb #4f086bf5
+def autocast_dtype(t:OptimConfig, device:torch.device)->torch.dtype|None:
+    "The autocast dtype of a training run on `device` (None: full float32)."
+    if not t.amp or device.type != 'cuda': return None
+    if t.amp_dtype == 'auto': return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, t.amp_dtype)
+
+def set_tf32(on:bool):
+    "Allow TF32 in float32 matmuls and cuDNN convolutions (Ampere or newer); False leaves PyTorch's defaults."
+    if on: torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+def to_channels_last(x):
+    "4-D tensors (also inside tuples and lists) in channels-last layout; anything else as it is."
+    if torch.is_tensor(x): return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
+    if isinstance(x, (tuple, list)): return type(x)(to_channels_last(v) for v in x)
+    return x
 
 # %% ../nbs/30_train.ipynb #0020
 def sample_seed(*keys:int)->int:
@@ -667,6 +693,7 @@ class Trainer:
     def compute_loss(self, batch)->torch.Tensor:
         "The method's loss on one batch of views (override to instrument a step)."
         v1, v2 = self.parts.split(batch, self.info.device)
+        if self.cfg.train.channels_last: v1, v2 = to_channels_last(v1), to_channels_last(v2)
         return self.ddp(v1, v2)
 
     def fit(self,
@@ -723,6 +750,8 @@ class Trainer:
         seed_everything(cfg.seed)   # same initial weights in every process
         self.parts = parts = build_stage(self.stage, cfg, info)
         method = parts.method.to(info.device)
+        if t.channels_last: method = method.to(memory_format=torch.channels_last)
+        set_tf32(t.tf32)
         if info.distributed and info.device.type == 'cuda': method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
         if ck is not None: method.load_state_dict(ck['method'])
         self.method = method
@@ -742,8 +771,9 @@ class Trainer:
         self.params = [p for p in method.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(_param_groups(method, t.weight_decay), lr=t.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(warmup_cosine, total_steps=total, warmup_steps=warm))
-        self.amp = t.amp and info.device.type == 'cuda'
-        self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
+        self.amp_dtype = autocast_dtype(t, info.device)
+        self.amp = self.amp_dtype is not None
+        self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp_dtype == torch.float16)  # bfloat16 needs no scaling
         self.start, self.metrics = 0, []
         if ck is not None:
             self.opt.load_state_dict(ck['optimizer']); self.sched.load_state_dict(ck['scheduler'])
@@ -776,7 +806,7 @@ class Trainer:
     def train_step(self, batch, epoch:int, i:int)->StepInfo:
         "Forward, backward, clipping, optimiser and schedule steps on one batch."
         info, t = self.info, self.cfg.train
-        with torch.autocast('cuda', dtype=torch.float16, enabled=self.amp):
+        with torch.autocast('cuda', dtype=self.amp_dtype or torch.float16, enabled=self.amp):
             loss = self.compute_loss(batch)
         lval = loss.detach().float().reshape(())
         if info.distributed: dist.all_reduce(lval); lval = lval / info.world_size
