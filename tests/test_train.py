@@ -347,3 +347,29 @@ def test_weights_alone_are_enough_to_probe(tmp_path):
     shutil.copy(res.weights, alone)
     r = probe_checkpoint(alone, limit=16, probe_kw=dict(epochs=2), device='cpu')
     assert (r['dataset'], r['image_size'], r['n_classes'], r['roi']) == ('synthetic', 28, 2, 'otsu')
+
+def test_channels_last_gives_the_same_loss_and_gradients():
+    "train.channels_last changes the memory layout, not the computation: one step's loss and gradients as in NCHW."
+    import copy
+    from torch.utils.data import default_collate
+    cfg = T.apply_overrides(T.tiny_config('unused'), {'augment.calibration': None})
+    parts = T.build_stage(1, cfg)
+    batch = default_collate([parts.dataset[(0, i)] for i in range(8)])
+    out = {}
+    for cl in (False, True):
+        torch.manual_seed(0)
+        m = copy.deepcopy(parts.method)
+        v1, v2 = parts.split(batch, 'cpu')
+        if cl: m, v1, v2 = m.to(memory_format=torch.channels_last), T.to_channels_last(v1), T.to_channels_last(v2)
+        loss = m(v1, v2); loss.backward()
+        out[cl] = (loss.item(), [p.grad.clone() for p in m.parameters() if p.grad is not None])
+    assert abs(out[True][0] - out[False][0]) < 1e-4 * abs(out[False][0])     # float32 rounding of other kernels
+    a, b = (torch.cat([g.flatten() for g in out[cl][1]]) for cl in (True, False))
+    # all gradients together: other conv kernels round differently, and BatchNorm over 8 images amplifies it to
+    # ~1e-4-1e-2 here (varies with threads); a layout bug would be O(1)
+    assert ((a - b).norm() / b.norm()).item() < 3e-2
+
+def test_precision_settings_are_validated():
+    for field, bad in (('train.amp_dtype', 'float8'), ('train.channels_last', 'maybe'), ('train.tf32', 1)):
+        with pytest.raises(ValueError, match=field.replace('.', r'\.')):
+            T.validate_config(T.apply_overrides(T.tiny_config('x'), {field: bad}))
