@@ -4,7 +4,7 @@
 
 # %% ../nbs/45_pipeline.ipynb #0002
 from __future__ import annotations
-import tempfile, time
+import os, tempfile, time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,10 +20,11 @@ from .evaluate import (probe_checkpoint, load_splits, summarize, compare_variant
                              ph_vectors, linear_probe, extract_features)
 
 # %% auto #0
-__all__ = ['METRICS', 'VARIANTS', 'CONTROLS', 'REPRESENTATIONS', 'PROBES', 'COMPUTE', 'check_variants', 'seed_config',
-           'equal_time_epochs', 'train_variants', 'run_seconds', 'compute_of', 'probe_tokens', 'probe_features',
-           'probe_variants', 'run_seed', 'choose_headline', 'compare_controls', 'variants_text', 'comparison_text',
-           'gate_table', 'run_experiment', 'effective_rank', 'stage3_start', 'fusion_diagnosis', 'demo']
+__all__ = ['METRICS', 'VARIANTS', 'CONTROLS', 'REPRESENTATIONS', 'PROBES', 'COMPUTE', 'check_variants', 'is_main_process',
+           'seed_config', 'equal_time_epochs', 'train_variants', 'run_seconds', 'compute_of', 'probe_tokens',
+           'probe_features', 'probe_variants', 'run_seed', 'choose_headline', 'compare_controls', 'variants_text',
+           'comparison_text', 'gate_table', 'run_experiment', 'effective_rank', 'stage3_start', 'fusion_diagnosis',
+           'demo']
 
 # %% ../nbs/45_pipeline.ipynb #0006
 METRICS = ('test_acc', 'test_auc')  # what the paper reports: accuracy and macro AUC on the test split
@@ -47,6 +48,10 @@ def check_variants(variants)->tuple:
     bad = [v for v in variants if v not in VARIANTS]
     if bad or not variants: raise ValueError(f"variants: unknown {bad or 'empty list'}; choose from {', '.join(VARIANTS)}")
     return tuple(v for v in VARIANTS if v in variants)
+
+def is_main_process()->bool:
+    "Rank 0 of a torchrun job, or a process outside one (torchrun sets RANK): the one that probes and writes tables."
+    return int(os.environ.get('RANK', 0)) == 0
 
 def seed_config(cfg:Config, seed:int, out_dir)->Config:
     "The config of one seed: its own seed and its own folder under `out_dir`."
@@ -149,6 +154,7 @@ def run_seed(cfg:Config,               # the experiment's config (its seed and o
     d = cfg.data
     if splits is None: splits = load_splits(d.name, d.root, d.size, **{k: v for k, v in d.options.items() if k != 'n'})
     runs = train_variants(cfg, variants, resume)
+    if not is_main_process(): return []   # under torchrun every process trains; one probes
     needs_tokens = any(v not in ('baseline', 'baseline-matched', 'baseline-equal-time') for v in variants)
     tokens = probe_tokens(cfg, splits, cache_dir) if needs_tokens else {}
     device = None if cfg.device == 'auto' else cfg.device
@@ -233,6 +239,7 @@ def run_experiment(cfg:Config,               # the experiment's config (dataset,
     for seed in seeds:
         if verbose: print(f'== seed {seed}: training for {len(variants)} variant(s), then probes', flush=True)
         records += run_seed(cfg, seed, out, splits, probe_kw, resume, cache_dir=out/'cache', variants=variants)
+    if not is_main_process(): return dict(records=pd.DataFrame(), files=[], seconds=time.perf_counter() - t0)
     res = pd.DataFrame(records)
     head = choose_headline(res)
     res['headline'] = [head.get((r.dataset, r.method)) == r.variant for r in res.itertuples()]
