@@ -13,7 +13,8 @@ def topocl(*args, cwd=None, env=None, check=True, timeout=600):
 
 def test_help_lists_every_command():
     out = topocl('--help').stdout
-    for cmd in ('data', 'roi', 'calibrate', 'pretrain-visual', 'pretrain-topo', 'finetune', 'probe', 'export', 'run', 'demo'):
+    for cmd in ('data', 'roi', 'calibrate', 'pretrain-visual', 'pretrain-topo', 'finetune', 'probe', 'export', 'run', 'demo',
+                'sweep', 'report'):
         assert cmd in out, cmd
 
 def test_data_info_on_real_breastmnist(medmnist_root):

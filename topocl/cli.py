@@ -8,12 +8,13 @@ import argparse, json, sys
 from dataclasses import replace
 from pathlib import Path
 
-from . import data, roi, augment, train, evaluate, pipeline, model
+from . import data, roi, augment, train, evaluate, pipeline, model, sweep, report
 from .persistence import BACKENDS, FILTRATIONS, NORMALISERS, PersistenceConfig
 
 # %% auto #0
-__all__ = ['PRESETS', 'PRESET_SEEDS', 'SHORTCUTS', 'cmd_data', 'cmd_roi', 'cmd_calibrate', 'parse_stage_epochs',
-           'config_from_args', 'cmd_stage', 'cmd_probe', 'cmd_export', 'cmd_run', 'cmd_demo', 'build_parser', 'main']
+__all__ = ['PRESETS', 'PRESET_SEEDS', 'SHORTCUTS', 'REPORT_NOTEBOOK', 'cmd_data', 'cmd_roi', 'cmd_calibrate',
+           'parse_stage_epochs', 'config_from_args', 'cmd_stage', 'cmd_probe', 'cmd_export', 'cmd_run', 'cmd_demo',
+           'cmd_sweep', 'cmd_report', 'build_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #0006
 def _add_dataset_args(p:argparse.ArgumentParser):
@@ -266,12 +267,75 @@ def _add_run(sub):
     _add_variants_arg(p)
     p.set_defaults(func=cmd_demo)
 
+# %% ../nbs/50_cli.ipynb #4a3be26d
+def cmd_sweep(args)->int:
+    "`topocl sweep`: expand a grid and run what is not done; prints the runs' statuses."
+    opts = sweep.SlurmOptions(partition=args.partition, gpus_per_node=args.gpus_per_node, time_min=args.time_min,
+                              array_parallelism=args.array_parallelism, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb)
+    m = sweep.sweep(args.grid, args.results, executor=args.executor, jobs=args.jobs, runner=args.runner, options=opts,
+                    dry_run=args.dry_run, wait=True if args.wait else None)
+    if args.dry_run: return 0
+    counts = m.status.value_counts().to_dict()
+    print(f"runs in {args.results}: " + ', '.join(f'{n} {s}' for s, n in counts.items()))
+    return 1 if counts.get('failed') else 0
+
+def _add_sweep(sub):
+    p = sub.add_parser('sweep', help="run a grid of experiments (the paper's tables) here or as a SLURM job array",
+                       description='Expand a grid (data sets x methods x settings x seeds) into a manifest of runs, '
+                                   'each one run of the experiment notebook with one seed, and execute those not done: '
+                                   'here, or as one SLURM job array through submitit. Finished runs are skipped, '
+                                   'interrupted ones resume from their last checkpoint.')
+    p.add_argument('grid', help=f"a preset ({', '.join(sweep.GRIDS)}) or a YAML file of grid fields")
+    p.add_argument('--results', required=True, help='results folder: manifest.json/.csv and runs/<run id>/')
+    p.add_argument('--executor', default='local', choices=sweep.EXECUTORS,
+                   help='local: here (default); slurm: a job array via submitit; submitit-local: that array on this machine')
+    p.add_argument('--jobs', type=int, default=1, help='local executor: runs at once (default 1)')
+    p.add_argument('--runner', default='papermill', choices=sweep.RUNNERS,
+                   help='papermill: the experiment notebook, kept as the record (default); python: topocl run')
+    p.add_argument('--dry-run', action='store_true', help='print the manifest (and the sbatch file for slurm); run nothing')
+    p.add_argument('--wait', action='store_true', help='slurm: wait for the array to finish')
+    g = p.add_argument_group('slurm (each array task)')
+    d = sweep.SlurmOptions()
+    g.add_argument('--partition', default=d.partition)
+    g.add_argument('--gpus-per-node', type=int, default=d.gpus_per_node, help='more than one: DDP under torchrun')
+    g.add_argument('--time-min', type=int, default=d.time_min, help='time limit in minutes; a task that hits it is requeued')
+    g.add_argument('--array-parallelism', type=int, default=d.array_parallelism, help='tasks running at once')
+    g.add_argument('--cpus-per-task', type=int, default=d.cpus_per_task)
+    g.add_argument('--mem-gb', type=int, default=d.mem_gb)
+    p.set_defaults(func=cmd_sweep)
+
+REPORT_NOTEBOOK = sweep.EXPERIMENT_NOTEBOOK.parent/'report.ipynb'
+
+def cmd_report(args):
+    "`topocl report`: the paper's tables of a results folder; returns where they are and what is missing."
+    out = Path(args.out or Path(args.results)/'report')
+    sweep.load_manifest(args.results)   # a missing or damaged manifest is one clear line, before a kernel starts
+    if args.no_notebook: rep = report.write_report(args.results, out)
+    else:
+        import papermill as pm
+        out.mkdir(parents=True, exist_ok=True)
+        pm.execute_notebook(str(REPORT_NOTEBOOK), str(out/'report.ipynb'), kernel_name='python3', progress_bar=False,
+                            parameters=dict(results_dir=str(Path(args.results).resolve()), out_dir=str(out.resolve())))
+        rep = dict(files=sorted(str(f) for f in out.iterdir()), missing=report.collect(args.results)[1])
+    return dict(report=str(out/'report.md'), files=len(rep['files']), missing=rep['missing'].id.tolist())
+
+def _add_report(sub):
+    p = sub.add_parser('report', help="the paper's tables (Markdown, LaTeX, CSV) from a sweep's finished runs",
+                       description="Pool a results folder's finished runs over seeds into Table 3 (with paired t-tests and "
+                                   "their tally), the settings tables (4, 5), the gate weights (Figure 3) and the costs "
+                                   "(Tables 6, 7); runs not finished are listed in missing.csv.")
+    p.add_argument('results', help='a results folder written by topocl sweep')
+    p.add_argument('--out', default=None, help='where to write (default: RESULTS/report)')
+    p.add_argument('--no-notebook', action='store_true', help='tables only, without executing the report notebook')
+    p.set_defaults(func=cmd_report)
+
 # %% ../nbs/50_cli.ipynb #0022
 def build_parser()->argparse.ArgumentParser:
     "The `topocl` argument parser with every sub-command."
     parser = argparse.ArgumentParser(prog='topocl', description='Topological contrastive learning for medical images.')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for add in (_add_data, _add_roi, _add_calibrate, _add_stages, _add_probe, _add_export, _add_run): add(sub)
+    for add in (_add_data, _add_roi, _add_calibrate, _add_stages, _add_probe, _add_export, _add_run, _add_sweep, _add_report):
+        add(sub)
     return parser
 
 def main(argv:list|None=None)->int:
@@ -283,6 +347,7 @@ def main(argv:list|None=None)->int:
     try: result = args.func(args)
     except (ValueError, FileNotFoundError) as e:
         print(f'topocl {args.command}: error: {e}', file=sys.stderr); return 2
+    if isinstance(result, int): return result   # a command that reports its own outcome (sweep: failed runs)
     if result is not None: _print_json(result)
     return 0
 
