@@ -332,7 +332,7 @@ def warmup_cosine(step:int,          # optimizer steps taken so far
     t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
-# %% ../nbs/30_train.ipynb #4f086bf5
+# %% ../nbs/30_train.ipynb #3beeb85c
 def autocast_dtype(t:OptimConfig, device:torch.device)->torch.dtype|None:
     "The autocast dtype of a training run on `device` (None: full float32)."
     if not t.amp or device.type != 'cuda': return None
