@@ -58,10 +58,15 @@ def seed_config(cfg:Config, seed:int, out_dir)->Config:
     return replace(cfg, seed=seed, out_dir=str(Path(out_dir)/f'seed{seed}'))
 
 # %% ../nbs/45_pipeline.ipynb #fed5caf2
-def _runs_needed(variants)->set:
+def _runs_needed(variants, cfg:Config|None=None)->set:
     runs = {r for v in variants for r in COMPUTE[v]} | {PROBES[v][0] for v in variants if v in PROBES}
     if 'equal-time' in runs: runs |= {'stage1', 'stage2', 'stage3'}   # its budget is TopoCL's measured seconds
     if 'no-diagrams' in runs: runs |= {'stage1', 'stage2'}
+    # a stage 3 started from given (or random: 'scratch') encoders needs stage 1 or 2 only where a variant probes it
+    probed = {PROBES[v][0] for v in variants if v in PROBES} | ({'stage1'} if 'ph-vector+baseline' in variants else set())
+    controls = runs & {'matched', 'equal-time', 'no-diagrams'}
+    for stage, given in (('stage1', cfg and cfg.visual_ckpt), ('stage2', cfg and cfg.topology_ckpt)):
+        if given and stage not in probed and not controls: runs.discard(stage)
     return runs
 
 def equal_time_epochs(topocl_seconds:float,   # TopoCL's training seconds, stages 1 + 2 + 3
@@ -73,7 +78,7 @@ def equal_time_epochs(topocl_seconds:float,   # TopoCL's training seconds, stage
 
 def train_variants(cfg:Config, variants, resume:bool=True)->dict:
     "Every training run the variants need, for one seed's config: {run name: TrainResult}."
-    need, seed_dir, r = _runs_needed(variants), Path(cfg.out_dir), {}
+    need, seed_dir, r = _runs_needed(variants, cfg), Path(cfg.out_dir), {}
     for s in (1, 2, 3):
         if f'stage{s}' in need: r[f'stage{s}'] = train_stage(s, cfg, resume=resume)
     e1, e3 = epochs_of(cfg, 1), epochs_of(cfg, 3)
@@ -98,7 +103,7 @@ def run_seconds(run)->float:
 
 def compute_of(variant:str, runs:dict)->dict:
     "The training behind a variant: seconds, optimizer steps and epochs per run (e.g. '3+3+3')."
-    rs = [runs[n] for n in COMPUTE[variant]]
+    rs = [runs[n] for n in COMPUTE[variant] if n in runs]   # stages a stage 3 from given encoders did not train are left out
     return dict(train_seconds=round(sum(run_seconds(x) for x in rs), 1),
                 train_steps=int(sum(x.metrics[-1]['steps'] for x in rs)) if rs else 0,
                 train_epochs='+'.join(str(x.epochs_done) for x in rs) or '0')
