@@ -219,10 +219,9 @@ def write_table(df:pd.DataFrame, path, caption:str='')->list:
     return files
 
 # %% ../nbs/56_report.ipynb #2534466c
-def _grid_report(name, res, results, out, figures)->tuple:
+def _grid_report(name, settings, res, results, out, figures)->tuple:
     "Tables (and gate figures) of one grid's finished runs: ({file stem: table}, markdown)."
     tables, figs = {}, []
-    settings = list(dict.fromkeys(load_manifest(results).query('grid == @name').setting))
     if len(settings) > 1:
         for m in METRICS:
             tables[f"{name}-{m.removeprefix('test_')}"] = settings_table(res, m, order=settings)
@@ -250,10 +249,10 @@ def write_report(results, out=None, figures:bool=True)->dict:
     res, missing = collect(results)
     tables, parts = {}, [f'# Report of `{results}`\n',
                          f"{res.run_id.nunique() if len(res) else 0} run(s) finished, {len(missing)} not (listed in missing.csv).\n"]
-    for name in dict.fromkeys(load_manifest(results).grid):
+    for name, g in load_manifest(results).groupby('grid', sort=False):
         r = res[res.grid == name] if len(res) else res
         if r.empty: parts.append(f'## Grid `{name}`\n\nno finished run yet.\n'); continue
-        t, text = _grid_report(name, r, results, out, figures)
+        t, text = _grid_report(name, list(dict.fromkeys(g.setting)), r, results, out, figures)
         tables.update(t); parts.append(text)
     if len(missing): parts.append(f'## Not finished\n\n{markdown(missing)}\n')
     files = [f for stem, t in tables.items() for f in write_table(t, out/stem, stem)]

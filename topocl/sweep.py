@@ -271,9 +271,9 @@ def with_status(manifest:pd.DataFrame, results)->pd.DataFrame:
     "The manifest with each run's current `run_status`."
     return manifest.assign(status=[run_status(results, r) for r in manifest.to_dict('records')])
 
-def _local(rows, results, runner, gpus, jobs, say):
+def _local(rows, results, runner, jobs, say):
     def one(row):
-        try: rec = execute_run(row, results, runner, gpus)
+        try: rec = execute_run(row, results, runner)
         except Exception as e: say(f"FAILED {e}"); return e
         say(f"done {row['id']} ({row['dataset']}, {row['method']}, {row['setting']}, seed {row['seed']}) in {rec['seconds']} s")
         return rec
@@ -313,6 +313,6 @@ def sweep(grid:Grid|str,               # a `Grid`, a preset name or a YAML file
         if executor == 'slurm' and todo: say(slurm_script(len(todo), (results/'slurm').resolve(), options))
         return manifest
     save_manifest(manifest.drop(columns='status'), results)
-    if todo and executor == 'local': _local(todo, results, runner, 1, jobs, say)
+    if todo and executor == 'local': _local(todo, results, runner, jobs, say)
     elif todo: _array(todo, results, runner, executor, options, say, executor != 'slurm' if wait is None else wait)
     return with_status(manifest, results)
