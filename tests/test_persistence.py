@@ -10,8 +10,9 @@ from torch.utils.data import DataLoader, Dataset
 from topocl.persistence import (BACKENDS, Diagram, DiagramSet, area_downsample, cache_path, collate_tokens,
                                 compute_diagrams, cubical_persistence, diagram_range, diagram_tokens,
                                 diagrams_cache_key, diagrams_of_filtrations, filtration_values,
-                                multiscale_persistence, relative_bottleneck, to_gray_float,
+                                multiscale_persistence, relative_bottleneck,
                                 PersistenceConfig, TokenMaker)
+from topocl.data import as_float_image
 
 DATA = Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'medmnist'
 DATA = Path(os.environ.get('TOPOCL_DATA', DATA))
@@ -115,7 +116,7 @@ def test_rgb_uses_bt601_luma():
     rng = np.random.default_rng(4)
     rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
     gray = (rgb.astype(np.float64) / 255) @ np.array([0.299, 0.587, 0.114])
-    np.testing.assert_allclose(to_gray_float(rgb), gray, atol=1e-12)
+    np.testing.assert_allclose(as_float_image(rgb, dtype=np.float64, gray=True), gray, atol=1e-12)
     assert cubical_persistence(rgb) == cubical_persistence(np.clip(gray, 0, 1))
 
 
@@ -237,7 +238,7 @@ def test_area_downsample_matches_torch():
 def test_compute_diagrams_bad_input_names_image():
     imgs = real_images(n=40).astype(np.float64) / 255
     imgs[33, 0, 0] = np.inf
-    with pytest.raises(ValueError, match=r'images\[33\].*infinite'):
+    with pytest.raises(ValueError, match=r'images\[33\].*NaN or inf'):
         compute_diagrams(imgs, n_jobs=2, chunk_size=5, progress=False)
     with pytest.raises(ValueError, match='masks'):
         compute_diagrams(imgs[:3], np.ones((3, 5, 5), bool), n_jobs=1, progress=False)
@@ -289,7 +290,7 @@ def test_diagramset_load_errors(tmp_path):
 
 @pytest.mark.parametrize('img,msg', [
     (np.array([[0.1, np.nan]]), 'NaN'),
-    (np.array([[0.1, -np.inf]]), 'infinite'),
+    (np.array([[0.1, -np.inf]]), 'NaN or inf'),
     (np.array([[0.1, 1.2]]), r'\[0, 1\]'),
     (np.zeros((4, 4, 4), np.uint8), 'shape'),
     (np.zeros((2, 4, 4, 3), np.uint8), 'shape'),

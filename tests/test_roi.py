@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from topocl.roi import (ROIExtractor, FullImageROI, OtsuROI, SamROI, PackedMasks, SAM_CHECKPOINT_URLS,
-                        check_images, compute_rois, get_extractor, iou, load_sam, random_sam, roi_cache_key, roi_cache_path)
+                        compute_rois, get_extractor, iou, load_sam, random_sam, roi_cache_key, roi_cache_path)
 from topocl.data import make_synthetic
 
 torch.set_num_threads(1)
@@ -35,7 +35,6 @@ BAD = [
     (np.zeros((4, 8), np.uint8), 'RGB'),              # no image axes
     (np.zeros((2, 4, 8, 8), np.uint8), 'RGB'),        # channels first
     (np.zeros((4, 8, 8), np.int64), 'dtype int64'),
-    (np.zeros((4, 8, 8), bool), 'dtype bool'),
     (np.zeros((4, 8, 8), np.uint16), 'dtype uint16'),
     (np.full((4, 8, 8), 1.5, np.float32), '[0, 1]'),
     (np.full((4, 8, 8), -0.1), '[0, 1]'),

@@ -15,16 +15,16 @@ from sklearn.isotonic import IsotonicRegression
 import torch
 from torchvision.transforms import v2
 import topocl
-from .data import as_float_image, save_json_atomic, to_gray
+from .data import as_float_image, image_tensor, save_json_atomic, to_gray
 from .persistence import Diagram, PersistenceConfig, relative_bottleneck, roi_range
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'VISUAL_PRESETS', 'TOPO_OPS', 'DEFAULT_BANDS', 'DEFAULT_OPS', 'DEFAULT_COMBOS',
-           'DEFAULT_T_GRID', 'CALIBRATION_FORMAT', 'CALIBRATION_VERSION', 'to_tensor_image', 'channel_stats',
-           'VisualAugment', 'visual_augment', 'op_flip', 'op_rot90', 'op_rotate', 'op_noise', 'op_blur', 'op_contrast',
-           'op_brightness', 'op_dilation', 'op_erosion', 'TopoOp', 'apply_ops', 'view_r', 'entry_key', 'Calibration',
-           'calibrate', 'plot_calibration', 'TopoAugment', 'validate', 'band_summary', 'parse_band',
-           'default_calibration_path', 'run_calibration']
+           'DEFAULT_T_GRID', 'CALIBRATION_FORMAT', 'CALIBRATION_VERSION', 'channel_stats', 'VisualAugment',
+           'visual_augment', 'op_flip', 'op_rot90', 'op_rotate', 'op_noise', 'op_blur', 'op_contrast', 'op_brightness',
+           'op_dilation', 'op_erosion', 'TopoOp', 'apply_ops', 'view_r', 'entry_key', 'Calibration', 'calibrate',
+           'plot_calibration', 'TopoAugment', 'validate', 'band_summary', 'parse_band', 'default_calibration_path',
+           'run_calibration']
 
 # %% ../nbs/03_augment.ipynb #0006
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -34,20 +34,6 @@ VISUAL_PRESETS = {  # see the table above
     'weak':   dict(scale=(0.5, 1.0), flip=0.5, jitter=(0.2, 0.2, 0.2, 0.05), jitter_p=0.5, gray_p=0.0, blur_p=0.0),
     'strong': dict(scale=(0.2, 1.0), flip=0.5, jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8, gray_p=0.2, blur_p=0.5),
 }
-
-def to_tensor_image(image, # uint8/bool/float numpy (H,W), (H,W,1) or (H,W,3); or a (C,H,W) tensor
-                   ) -> torch.Tensor: # float32 (C,H,W) in [0,1]
-    "An image as a float32 `(C,H,W)` tensor in [0, 1]."
-    if isinstance(image, torch.Tensor):
-        x = image if image.ndim == 3 else image[None]
-        return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    a = np.asarray(image)
-    if a.ndim == 2: a = a[..., None]
-    if a.ndim != 3 or a.shape[2] not in (1, 3): raise ValueError(f"image: expected shape (H,W), (H,W,1) or (H,W,3), got {a.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
-    if x.dtype == torch.uint8: return x.float() / 255.0
-    if x.dtype == torch.bool: return x.float()
-    return x.float()
 
 def channel_stats(images, # uint8 (N,H,W) or (N,H,W,3), or float in [0,1]
                  ) -> tuple[tuple, tuple]: # (mean, std) per channel, in [0,1] units
@@ -87,7 +73,7 @@ class VisualAugment:
         if self.mean is not None: ts.append(v2.Normalize(self.mean, self.std))
         self.transform = v2.Compose(ts)
     def __call__(self, image) -> torch.Tensor:
-        x = to_tensor_image(image)
+        x = image_tensor(image)
         if x.shape[0] != self.channels: raise ValueError(f"image: expected {self.channels} channel(s), got {x.shape[0]}")
         return self.transform(x.clamp(0, 1))
     def __repr__(self): return f"VisualAugment(size={self.size}, channels={self.channels}, strength={self.strength!r})"

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import data, roi, augment, train, evaluate, pipeline, model, sweep, report
+from .methods import METHODS
 from .persistence import BACKENDS, FILTRATIONS, NORMALISERS, PersistenceConfig
 
 # %% auto #0
@@ -61,11 +62,11 @@ def _add_roi(sub):
                        description='Compute the ROI mask of every image of a split (Otsu by default; SAM with a '
                                    'checkpoint; or the full image) and cache them bit-packed for later stages.')
     _add_dataset_args(p)
-    p.add_argument('--split', default='train', choices=['train', 'val', 'test'])
-    p.add_argument('--extractor', default='otsu', choices=['otsu', 'full', 'sam'],
+    p.add_argument('--split', default='train', choices=data.SPLITS)
+    p.add_argument('--extractor', default='otsu', choices=list(roi.EXTRACTORS),
                    help='otsu: classical threshold, no weights; sam: Segment Anything (needs --checkpoint); full: whole image')
     p.add_argument('--checkpoint', default=None, help='SAM checkpoint file (sam_vit_h_4b8939.pth for vit_h)')
-    p.add_argument('--model-type', default='vit_h', choices=['vit_h', 'vit_l', 'vit_b'], help='SAM model type')
+    p.add_argument('--model-type', default='vit_h', choices=list(roi.SAM_CHECKPOINT_URLS), help='SAM model type')
     p.add_argument('--device', default=None, help='torch device for SAM (default: cuda if available)')
     p.add_argument('--cache-dir', default=None, help='cache folder; default: TOPOCL_CACHE or ~/.cache/topocl')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
@@ -94,7 +95,7 @@ def _add_calibrate(sub):
                                    'default) and topology-strong (15-25%) views; writes a JSON calibration file.')
     _add_dataset_args(p)
     p.add_argument('--split', default='train', choices=['train', 'val'], help='split to calibrate on (validated on the other)')
-    p.add_argument('--roi', default='otsu', choices=['otsu', 'full', 'sam', 'truth'],
+    p.add_argument('--roi', default='otsu', choices=[*roi.EXTRACTORS, 'truth'],
                    help="ROI extractor; 'truth' uses the synthetic set's ground-truth masks; 'sam' needs a checkpoint")
     p.add_argument('--checkpoint', default=None, help='SAM checkpoint for --roi sam (default: $TOPOCL_SAM_CHECKPOINT)')
     p.add_argument('--weak-band', default='0.05,0.15', metavar='LO,HI', help='r band of topology-weak views (default: 0.05,0.15)')
@@ -155,7 +156,7 @@ def _add_train_args(p):
     g.add_argument('--dataset', default=None, help="'synthetic', a MedMNIST 2D flag, 'isic2019' or 'kvasir'")
     g.add_argument('--root', default=None, help='data folder; default: TOPOCL_DATA')
     g.add_argument('--size', type=int, default=None, help='image side in pixels')
-    g.add_argument('--method', default=None, choices=['simclr', 'mocov3', 'byol', 'dino', 'barlowtwins'])
+    g.add_argument('--method', default=None, choices=list(METHODS))
     g.add_argument('--arch', default=None, choices=['resnet18', 'resnet50'], help='visual backbone')
     g.add_argument('--epochs', type=int, default=None, help='epochs of each stage')
     g.add_argument('--stage-epochs', type=parse_stage_epochs, default=None, metavar='E1,E2,E3',
@@ -165,7 +166,7 @@ def _add_train_args(p):
     g.add_argument('--seed', type=int, default=None)
     g.add_argument('--device', default=None, help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     g.add_argument('--workers', type=int, default=None, help='DataLoader workers per process')
-    g.add_argument('--roi', default=None, choices=['otsu', 'full', 'sam'], help='ROI extractor for the diagrams')
+    g.add_argument('--roi', default=None, choices=list(roi.EXTRACTORS), help='ROI extractor for the diagrams')
     g.add_argument('--calibration', default=None, help='a calibration JSON (default: calibrate on the training images)')
 
 # %% ../nbs/50_cli.ipynb #0016
@@ -201,7 +202,7 @@ def _add_probe(sub):
     p.add_argument('--dataset', default=None, help="data set to probe on (default: the run's own)")
     p.add_argument('--root', default=None, help='data folder; default: the run\'s, else TOPOCL_DATA')
     p.add_argument('--size', type=int, default=None, help="image side (default: the run's)")
-    p.add_argument('--kind', default=None, choices=['visual', 'topology', 'fused'], help="features (default: the checkpoint's)")
+    p.add_argument('--kind', default=None, choices=model.KINDS, help="features (default: the checkpoint's)")
     p.add_argument('--limit', type=int, default=None, help='at most this many images per split')
     p.add_argument('--epochs', type=int, default=100, help='epochs of the linear classifier')
     p.add_argument('--seed', type=int, default=0)
@@ -260,7 +261,7 @@ def _add_run(sub):
     p.add_argument('--out-dir', default='runs/demo', help='where everything is written (default: runs/demo)')
     p.add_argument('--seeds', type=int, nargs='+', default=[0], help='seeds (two or more add a paired t-test)')
     p.add_argument('--epochs', type=int, default=None, help='epochs per stage (default: the demo preset)')
-    p.add_argument('--method', default='simclr', choices=['simclr', 'mocov3', 'byol', 'dino', 'barlowtwins'])
+    p.add_argument('--method', default='simclr', choices=list(METHODS))
     p.add_argument('--n-train', type=int, default=None, help='synthetic images for self-supervised training (default: 512)')
     p.add_argument('--limit', type=int, default=None, help='probe on at most this many images per split (default: all)')
     p.add_argument('--probe-epochs', type=int, default=None, help='epochs of the linear probe (default: 100)')

@@ -17,11 +17,11 @@ from medmnist.info import INFO as MEDMNIST_INFO
 # %% auto #0
 __all__ = ['BT601', 'SYNTHETIC_CLASSES', 'SYNTHETIC_SIZES', 'SYNTHETIC_VERSION', 'SPLITS', 'MEDMNIST_FLAGS', 'MEDMNIST_SIZES',
            'ISIC2019_CLASSES', 'ISIC2019_CSV', 'ISIC2019_IMAGES', 'KVASIR_CLASSES', 'IMAGE_SUFFIXES', 'DATASETS',
-           'default_cache_dir', 'data_root', 'atomic_write', 'save_npy_atomic', 'save_json_atomic', 'as_float_image',
-           'to_float', 'to_gray', 'SyntheticSet', 'make_synthetic', 'synthetic_dir', 'load_synthetic', 'save_synthetic',
-           'medmnist_file', 'load_medmnist', 'make_fake_medmnist', 'isic2019_items', 'kvasir_items', 'stratified_split',
-           'load_isic2019', 'load_kvasir', 'make_fake_isic2019', 'make_fake_kvasir', 'load_dataset', 'ImageDataset',
-           'describe_dataset', 'prepare_dataset']
+           'default_cache_dir', 'data_root', 'atomic_write', 'save_npy_atomic', 'save_json_atomic', 'check_image',
+           'as_float_image', 'image_tensor', 'to_float', 'to_gray', 'SyntheticSet', 'make_synthetic', 'synthetic_dir',
+           'load_synthetic', 'save_synthetic', 'medmnist_file', 'load_medmnist', 'make_fake_medmnist', 'isic2019_items',
+           'kvasir_items', 'stratified_split', 'load_isic2019', 'load_kvasir', 'make_fake_isic2019', 'make_fake_kvasir',
+           'load_dataset', 'ImageDataset', 'describe_dataset', 'prepare_dataset']
 
 # %% ../nbs/00_data.ipynb #0006
 def default_cache_dir()->Path:
@@ -77,25 +77,54 @@ def save_json_atomic(path:str|Path, obj)->Path:
 
 # %% ../nbs/00_data.ipynb #0012
 BT601 = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma weights of R, G, B
+_FLOATS = (np.float16, np.float32, np.float64)
 
-def as_float_image(image, # one image: (H,W), (H,W,1) or (H,W,3); uint8, bool or float in [0,1]
-                   name:str='image', # what to call it in error messages
-                   dtype=np.float32, # np.float32, or np.float64 where precision matters
-                  )->np.ndarray: # (H,W) or (H,W,3) of `dtype`, in [0, 1]
-    "An image as float in [0, 1]: uint8 scaled by 1/255, bool as 0/1, float checked; a ValueError naming the problem."
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[2] == 1: a = a[..., 0]
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
-        raise ValueError(f"{name}: expected shape (H, W) or (H, W, 3), got {a.shape}")
-    if a.dtype == np.uint8: return a.astype(dtype) / dtype(255)
-    if a.dtype == np.bool_: return a.astype(dtype)
-    if not np.issubdtype(a.dtype, np.floating): raise ValueError(f"{name}: unsupported dtype {a.dtype}; use uint8, bool or float in [0, 1]")
-    if not a.size: return a.astype(dtype)
+def check_image(image,             # (H,W), (H,W,1) or (H,W,3); uint8, bool or float in [0,1]
+                name:str='image',  # what to call it in error messages
+                stacked:bool=False, # a stack of same-size images, (N,H,W[,C]), rather than one
+               )->np.ndarray:      # the image(s) as a numpy array, a single channel as (H,W)
+    "The one image check of TopoCL: `image` as numpy, or a ValueError that names it and the problem."
+    try: a = np.asarray(image)
+    except ValueError as e: raise ValueError(f'{name} must be a stack of same-size images: {e}') from None
+    if stacked and a.ndim == 3 and a.shape[-1] == 3:   # one RGB image passed where a stack is expected
+        raise ValueError(f'{name} has shape {a.shape}: that is one (H,W,3) RGB image, not a stack; pass {name}[None]')
+    nd = a.ndim - stacked
+    if nd not in (2, 3) or (nd == 3 and a.shape[-1] not in (1, 3)):
+        what = '(N,H,W) gray or (N,H,W,3) RGB' if stacked else '(H,W) gray or (H,W,3) RGB'
+        raise ValueError(f'{name}: expected {what}, got shape {a.shape}')
+    if nd == 3 and a.shape[-1] == 1: a = a[..., 0]
+    if min(a.shape[stacked:stacked + 2]) == 0: raise ValueError(f'{name} has an empty side: shape {a.shape}')
+    if a.dtype in (np.uint8, np.bool_): return a
+    if a.dtype.type not in _FLOATS: raise ValueError(f'{name}: unsupported dtype {a.dtype}; use uint8, bool or float in [0, 1]')
     lo, hi = a.min(), a.max()   # NaN propagates into both, so one test catches NaN, inf and range: two passes, not three
     if not (lo >= 0 and hi <= 1):
-        if not np.isfinite(a).all(): raise ValueError(f"{name}: contains NaN or infinite values")
-        raise ValueError(f"{name}: float values must lie in [0, 1], got [{lo:g}, {hi:g}]")
-    return a.astype(dtype)
+        if not np.isfinite(a).all(): raise ValueError(f'{name}: float values must be finite and in [0, 1], found NaN or inf')
+        raise ValueError(f'{name}: float values must lie in [0, 1], got [{lo:g}, {hi:g}]')
+    return a
+
+def as_float_image(image,              # as for `check_image`
+                   name:str='image',   # what to call it in error messages
+                   dtype=np.float32,   # np.float32, or np.float64 where precision matters
+                   gray:bool=False,    # one channel: the BT.601 luma of RGB
+                   stacked:bool=False, # a stack of images rather than one
+                  )->np.ndarray:       # (H,W) or (H,W,3) of `dtype` in [0, 1] (with a leading N if stacked)
+    "A checked image as float in [0, 1]: uint8 scaled by 1/255, bool as 0/1."
+    a = to_float(check_image(image, name, stacked), dtype)
+    if not gray or a.ndim == 2 + stacked: return a
+    return np.clip(to_gray(a, rgb=True, dtype=dtype), 0, 1)  # the luma of (1,1,1) may round above 1
+
+def image_tensor(image,              # numpy as for `check_image`, or a (C,H,W) / (N,C,H,W) tensor
+                 name:str='image',   # what to call it in error messages
+                 stacked:bool=False, # a stack of images rather than one
+                )->torch.Tensor:     # float32 (C,H,W), or (N,C,H,W) if stacked, in [0, 1]
+    "An image (or stack) as the float32 channels-first tensor the encoders take."
+    if isinstance(image, torch.Tensor):   # tensors come from the training transforms, already checked
+        x = image if image.ndim == 3 + stacked else image.unsqueeze(-3)
+        return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    a = check_image(image, name, stacked)
+    if a.ndim == 2 + stacked: a = a[..., None]
+    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, -3)))
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 def to_float(x:np.ndarray, # an image or stack, already validated
              dtype=np.float32, # the float type wanted

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import torchvision
 
 # %% auto #0
-__all__ = ['VisualEncoder', 'masked_attend', 'masked_max_mean', 'HierarchicalTopologyEncoder']
+__all__ = ['VisualEncoder', 'masked_attend', 'masked_max_mean', 'mlp', 'HierarchicalTopologyEncoder']
 
 # %% ../nbs/10_encoders.ipynb #0006
 _RESNETS = {"resnet18": (torchvision.models.resnet18, 512), "resnet50": (torchvision.models.resnet50, 2048)}
@@ -70,15 +70,28 @@ def masked_max_mean(x:torch.Tensor, # features (B, N, D)
     mean = x.masked_fill(pad[..., None], 0.0).sum(dim=1) / n.clamp(min=1).to(x.dtype)
     return mx, mean
 
-# %% ../nbs/10_encoders.ipynb #0018
-def _mlp(dims, act=nn.ReLU):
-    "Linear layers through `dims` with `act` between them (none after the last)."
-    layers = []
+# %% ../nbs/10_encoders.ipynb #b46dd84a
+def mlp(dims:list,        # widths, input first: [in, hidden..., out]
+        act=nn.ReLU,      # activation class after each hidden layer
+        norm:str|None=None, # before each hidden activation: None, 'layer' or 'batch'
+        last_norm:str|None=None, # after the last linear layer: None, 'batch' or 'batch-plain'
+       ) -> nn.Sequential:
+    "Linear layers through `dims`, `norm` and `act` between them, `last_norm` (if any) after the last."
+    if len(dims) < 2: raise ValueError(f"dims: expected at least [in, out], got {list(dims)}")
+    for k in (norm, last_norm):
+        if k not in _NORMS: raise ValueError(f"norm: expected one of {list(_NORMS)}, got {k!r}")
+    layers, n = [], len(dims) - 1
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(dims) - 2: layers.append(act())
+        kind = norm if i < n - 1 else last_norm
+        layers.append(nn.Linear(a, b, bias=not (kind or '').startswith('batch')))
+        if kind: layers.append(_NORMS[kind](b))
+        if i < n - 1: layers.append(act())
     return nn.Sequential(*layers)
 
+_NORMS = {None: None, 'layer': nn.LayerNorm, 'batch': nn.BatchNorm1d,
+          'batch-plain': lambda width: nn.BatchNorm1d(width, affine=False)}
+
+# %% ../nbs/10_encoders.ipynb #0018
 class HierarchicalTopologyEncoder(nn.Module):
     "Diagram tokens (B, k0+k1, 4) and padding mask (B, k0+k1), True = padded -> (B, out_dim) (paper Section 3.3)."
     def __init__(self,
@@ -98,7 +111,7 @@ class HierarchicalTopologyEncoder(nn.Module):
         self.k0, self.k1, self.dim, self.heads, self.out_dim = k0, k1, dim, heads, out_dim
         self.hierarchy = bool(hierarchy)
         self.self_attn, self.cross_attn = self.hierarchy and bool(self_attn), self.hierarchy and bool(cross_attn)
-        self.ph = _mlp([4, 64, 128, 256, dim])
+        self.ph = mlp([4, 64, 128, 256, dim])
         mha = lambda: nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         if self.self_attn:
             self.sa0, self.sa1 = mha(), mha()
@@ -106,7 +119,7 @@ class HierarchicalTopologyEncoder(nn.Module):
             self.beta = nn.Parameter(torch.ones(2))   # residual weight, per dimension
         if self.cross_attn: self.ca01, self.ca10 = mha(), mha()  # H0 queries H1; H1 queries H0
         n_pooled = (6 if self.cross_attn else 4) if self.hierarchy else 2
-        self.proj = _mlp([n_pooled * dim, 768, 512, out_dim])
+        self.proj = mlp([n_pooled * dim, 768, 512, out_dim])
 
     @property
     def n_tokens(self): return self.k0 + self.k1

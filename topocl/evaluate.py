@@ -341,18 +341,9 @@ def preprocess(images, # uint8 or float [0,1] numpy: (B,H,W) gray or (B,H,W,3) R
                normalize=None, # as in training: None ([0,1]), 'imagenet' or (mean, std)
               ) -> torch.Tensor:
     "A batch through training's un-augmented path: float32 (B, C, H, W)."
-    a = np.asarray(images)
-    if a.ndim == 3: a = a[..., None]
-    if a.ndim != 4 or a.shape[-1] not in (1, 3):
-        raise ValueError(f"images: expected (B,H,W) or (B,H,W,3), got shape {np.shape(images)}")
-    if a.shape[-1] != channels:
-        raise ValueError(f"images have {a.shape[-1]} channel(s), the model takes {channels}")
-    x = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2)
-    if x.dtype == torch.uint8: x = x.float() / 255.0  # the same arithmetic as augment.to_tensor_image
-    elif x.dtype == torch.bool or x.is_floating_point(): x = x.float()
-    else: raise ValueError(f"images: unsupported dtype {a.dtype}; use uint8 or float in [0, 1]")
-    aug = VisualAugment(size or a.shape[1], channels, "none", normalize)
-    return aug.transform(x.clamp(0, 1))
+    x = _data.image_tensor(images, 'images', stacked=True)
+    if x.shape[1] != channels: raise ValueError(f"images have {x.shape[1]} channel(s), the model takes {channels}")
+    return VisualAugment(size or x.shape[-2], channels, "none", normalize).transform(x)
 
 # %% ../nbs/40_evaluate.ipynb #0053
 def _check_tokens(tokens, pad, n, k):

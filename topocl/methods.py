@@ -10,17 +10,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from lightly.loss import NTXentLoss, NegativeCosineSimilarity, BarlowTwinsLoss
-from lightly.models.modules.heads import (ProjectionHead, SimCLRProjectionHead, BYOLPredictionHead,
-                                          BarlowTwinsProjectionHead)
+from lightly.models.modules.heads import SimCLRProjectionHead, BYOLPredictionHead, BarlowTwinsProjectionHead
 from lightly.models.modules.center import Center
 from lightly.models.utils import update_momentum, deactivate_requires_grad
 from lightly.utils import dist as ldist
 from lightly.utils.scheduler import cosine_schedule
+from .encoders import mlp
 
 # %% auto #0
-__all__ = ['METHODS', 'as_view', 'gather_cat', 'mlp_head', 'DINOPrototypes', 'dino_head', 'momentum_schedule',
-           'dino_teacher_temp', 'SSLMethod', 'MomentumMethod', 'SimCLR', 'mocov3_loss', 'MoCoV3', 'byol_loss', 'BYOL',
-           'dino_loss', 'DINO', 'BarlowTwins', 'method_class', 'method_defaults', 'make_method']
+__all__ = ['METHODS', 'as_view', 'gather_cat', 'DINOPrototypes', 'dino_head', 'momentum_schedule', 'dino_teacher_temp',
+           'SSLMethod', 'MomentumMethod', 'SimCLR', 'mocov3_loss', 'MoCoV3', 'byol_loss', 'BYOL', 'dino_loss', 'DINO',
+           'BarlowTwins', 'method_class', 'method_defaults', 'make_method']
 
 # %% ../nbs/20_methods.ipynb #0006
 def as_view(view) -> tuple:
@@ -43,22 +43,6 @@ def _std_l2(h: Tensor) -> Tensor:
     "Mean per-dimension std of l2-normalised features: ~1/sqrt(d) when healthy, 0 when collapsed (SimSiam)."
     return F.normalize(h.float(), dim=1).std(0).mean()
 
-# %% ../nbs/20_methods.ipynb #0012
-def mlp_head(in_dim:int, # input features
-             hidden_dim:int, # width of the hidden layers
-             out_dim:int, # output features
-             n_layers:int=3, # linear layers
-             batch_norm:bool=True, # BatchNorm after each hidden linear layer
-             last_bn:str|None=None, # after the last layer: None, 'affine' or 'plain' (BN without affine, MoCo-v3)
-             act=nn.ReLU, # activation class after each hidden layer
-            ) -> ProjectionHead:
-    "An MLP head as lightly `ProjectionHead` blocks (linear layers followed by BN carry no bias)."
-    dims = [in_dim] + [hidden_dim] * (n_layers - 1) + [out_dim]
-    blocks = [(a, b, nn.BatchNorm1d(b) if batch_norm else None, act()) for a, b in zip(dims[:-2], dims[1:-1])]
-    last = {None: None, 'affine': nn.BatchNorm1d(out_dim), 'plain': nn.BatchNorm1d(out_dim, affine=False)}[last_bn]
-    blocks.append((dims[-2], out_dim, last, None))
-    return ProjectionHead(blocks)
-
 # %% ../nbs/20_methods.ipynb #0015
 class DINOPrototypes(nn.Module):
     "DINO's last layer: l2-normalise, then a weight-normalised linear map onto `n_prototypes` logits."
@@ -76,12 +60,12 @@ class DINOPrototypes(nn.Module):
 
 def dino_head(in_dim:int, hidden_dim:int, bottleneck_dim:int, n_prototypes:int, norm_last_layer:bool=True) -> nn.Sequential:
     "DINO's projection head: 3-layer GELU MLP (no BN) to the bottleneck, truncated-normal init, then the prototypes."
-    mlp = mlp_head(in_dim, hidden_dim, bottleneck_dim, batch_norm=False, act=nn.GELU)
-    for m in mlp.modules():
+    body = mlp([in_dim, hidden_dim, hidden_dim, bottleneck_dim], act=nn.GELU)
+    for m in body.modules():
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)
-    return nn.Sequential(mlp, DINOPrototypes(bottleneck_dim, n_prototypes, norm_last_layer))
+    return nn.Sequential(body, DINOPrototypes(bottleneck_dim, n_prototypes, norm_last_layer))
 
 # %% ../nbs/20_methods.ipynb #0018
 def momentum_schedule(step:int, # optimizer steps done so far, minus one (0 after the first step)
@@ -244,10 +228,10 @@ class MoCoV3(MomentumMethod):
         pred_hidden_dim = pred_hidden_dim or hidden_dim
         _check_dims(self.name, proj_dim=proj_dim, hidden_dim=hidden_dim, pred_hidden_dim=pred_hidden_dim)
         _check_pos(self.name, temperature=temperature)
-        head = mlp_head(in_dim, hidden_dim, proj_dim, last_bn='plain') if projector else None
+        head = mlp([in_dim, hidden_dim, hidden_dim, proj_dim], norm='batch', last_norm='batch-plain') if projector else None
         super().__init__(encoder, in_dim, head, momentum)
         out = proj_dim if projector else in_dim
-        self.predictor = mlp_head(out, pred_hidden_dim, out, n_layers=2, last_bn='plain')
+        self.predictor = mlp([out, pred_hidden_dim, out], norm='batch', last_norm='batch-plain')
         self.temperature, self.gather_distributed = temperature, gather_distributed
         self._record(locals())
 
@@ -283,7 +267,8 @@ class BYOL(MomentumMethod):
                 ):
         pred_hidden_dim = pred_hidden_dim or hidden_dim
         _check_dims(self.name, proj_dim=proj_dim, hidden_dim=hidden_dim, pred_hidden_dim=pred_hidden_dim)
-        head = mlp_head(in_dim, hidden_dim, proj_dim) if projector else None
+        head = mlp([in_dim, hidden_dim, hidden_dim, proj_dim], norm='batch') if projector else None
+
         super().__init__(encoder, in_dim, head, momentum)
         out = proj_dim if projector else in_dim
         self.predictor = BYOLPredictionHead(out, pred_hidden_dim, out)

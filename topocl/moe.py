@@ -8,20 +8,16 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .encoders import mlp
 
 # %% auto #0
-__all__ = ['EXPERTS', 'mlp', 'TokenCrossAttention', 'MoEOutput', 'GatedBlend', 'MoEFusion']
+__all__ = ['EXPERTS', 'fusion_mlp', 'TokenCrossAttention', 'MoEOutput', 'GatedBlend', 'MoEFusion']
 
 # %% ../nbs/11_moe.ipynb #0006
-def mlp(dims:list, # widths, input first: [in, hidden..., out]
-        norm:bool=True, # LayerNorm before each hidden activation
-       ):
-    "Linear layers through `dims`, LayerNorm + GELU between them, a linear last layer."
-    layers = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(dims) - 2: layers += [nn.LayerNorm(b), nn.GELU()] if norm else [nn.GELU()]
-    return nn.Sequential(*layers)
+def fusion_mlp(dims:list, # widths, input first: [in, hidden..., out]
+              ) -> nn.Sequential:
+    "The fusion's MLPs: `encoders.mlp` with LayerNorm + GELU between layers, a linear last layer."
+    return mlp(dims, act=nn.GELU, norm='layer')
 
 # %% ../nbs/11_moe.ipynb #0009
 class TokenCrossAttention(nn.Module):
@@ -92,16 +88,17 @@ class MoEFusion(nn.Module):
         self.vis_dim, self.topo_dim, self.dim, self.expert_dim = vis_dim, topo_dim, dim, expert_dim
         self.embed_dim = embed_dim
         self.out_dim = expert_dim if embed_dim is None else embed_dim
-        self.vis_head = mlp([vis_dim, hidden, hidden, dim])
-        self.topo_head = mlp([topo_dim, hidden, hidden, dim])
-        mk = lambda d_in: mlp([d_in, hidden, hidden, expert_dim])
+        self.vis_head = fusion_mlp([vis_dim, hidden, hidden, dim])
+        self.topo_head = fusion_mlp([topo_dim, hidden, hidden, dim])
+        mk = lambda d_in: fusion_mlp([d_in, hidden, hidden, expert_dim])
         inputs = dict(visual=dim, topology=dim, concat=2 * dim, gated=dim, cross_attn=2 * dim)
         self.mlps = nn.ModuleDict({e: mk(inputs[e]) for e in self.experts})
         if "gated" in self.experts: self.blend = GatedBlend(dim)
         if "cross_attn" in self.experts: self.xattn = TokenCrossAttention(dim, tokens, heads, dropout)
         # with a single expert the softmax is identically 1: no gate network to train
-        self.gate = mlp([2 * dim, 256, 128, len(self.experts)]) if len(self.experts) > 1 else None
-        self.proj = nn.Identity() if embed_dim is None else mlp([expert_dim, expert_dim, embed_dim])
+        self.gate = fusion_mlp([2 * dim, 256, 128, len(self.experts)]) if len(self.experts) > 1 else None
+        self.proj = nn.Identity() if embed_dim is None else fusion_mlp([expert_dim, expert_dim, embed_dim])
+
 
     def _expert_input(self, name, v, t):
         if name == "visual": return v

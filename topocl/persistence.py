@@ -13,12 +13,12 @@ from typing import NamedTuple, Sequence
 import numpy as np
 import torch
 import gudhi
-from .data import as_float_image, atomic_write, to_gray
+from .data import as_float_image, atomic_write
 from .roi import compute_rois, get_extractor
 
 
 # %% auto #0
-__all__ = ['BACKENDS', 'NORMALISERS', 'FILTRATIONS', 'Diagram', 'to_gray_float', 'filtration_values', 'diagrams_of_filtrations',
+__all__ = ['BACKENDS', 'NORMALISERS', 'FILTRATIONS', 'Diagram', 'filtration_values', 'diagrams_of_filtrations',
            'diagram_of_filtration', 'cubical_persistence', 'diagram_tokens', 'collate_tokens', 'diagram_range',
            'roi_range', 'relative_bottleneck', 'area_downsample', 'multiscale_persistence', 'DiagramSet', 'tune_malloc',
            'diagrams_cache_key', 'cache_path', 'compute_diagrams', 'PersistenceConfig', 'Tokens', 'TokenMaker']
@@ -72,13 +72,9 @@ class Diagram:
                    _canonical(np.concatenate([d.h1 for d in diagrams] + [np.zeros((0, 2))])))
 
 # %% ../nbs/02_persistence.ipynb #0009
-def to_gray_float(image, # (H,W) or (H,W,3) uint8, bool or float in [0,1]
-                  name:str='image', # what to call the input in error messages
-                 ) -> np.ndarray: # float64 (H,W) in [0,1]
-    "One float64 channel in [0, 1] for persistent homology; ValueError on anything else (NaN, range, dtype, empty)."
-    f = as_float_image(image, name, np.float64)
-    if f.shape[0] == 0 or f.shape[1] == 0: raise ValueError(f"{name}: empty image of shape {f.shape}")
-    return np.clip(to_gray(f, rgb=True, dtype=np.float64), 0.0, 1.0) if f.ndim == 3 else f
+def _gray64(image, name:str='image') -> np.ndarray:
+    "The float64 (H,W) channel in [0, 1] that persistence reads."
+    return as_float_image(image, name, np.float64, gray=True)
 
 # %% ../nbs/02_persistence.ipynb #0012
 BACKENDS = ('gudhi-2d', 'cripser', 'gudhi')  # the fast default first; cripser and the generic GUDHI complex are references
@@ -97,7 +93,7 @@ def filtration_values(image, # (H,W) or (H,W,3) uint8 or float in [0,1]
                       name:str='image', # what to call the input in error messages
                      ) -> np.ndarray: # float64 (H,W) in [0,1], the top-cell filtration
     "The per-pixel filtration that `cubical_persistence` uses."
-    f = to_gray_float(image, name)
+    f = _gray64(image, name)
     if superlevel: f = 1.0 - f
     if mask is not None:
         m = _check_mask(mask, f.shape, 'mask' if name == 'image' else f'mask of {name}')
@@ -262,7 +258,7 @@ def multiscale_persistence(image, # (H,W) or (H,W,3); uint8, bool or float in [0
                           ) -> list[Diagram]: # one diagram per scale
     "Diagrams of the image area-downsampled at each scale."
     if backend not in BACKENDS: raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    f = to_gray_float(image, name)
+    f = _gray64(image, name)
     m = None if mask is None else _check_mask(mask, f.shape, f"mask of {name}")
     fs = []
     for s in _check_scales(scales):

@@ -12,48 +12,12 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 from tqdm import tqdm
-from .data import BT601, atomic_write, to_float, to_gray
+from .data import BT601, atomic_write, check_image, to_float, to_gray
 
 # %% auto #0
-__all__ = ['SAM_CHECKPOINT_URLS', 'SAM_CHECKPOINT_ENV', 'EXTRACTORS', 'check_image', 'check_images', 'ROIExtractor',
-           'FullImageROI', 'drop_small_components', 'fill_small_holes', 'close_mask', 'OtsuROI', 'iou', 'load_sam',
-           'random_sam', 'SamROI', 'get_extractor', 'PackedMasks', 'ROIResult', 'roi_cache_key', 'roi_cache_path',
-           'compute_rois']
-
-# %% ../nbs/01_roi.ipynb #0006
-_FLOATS = (np.float16, np.float32, np.float64)
-
-def _check(x, stacked:bool, name:str):
-    "Validate one image (`stacked=False`) or a stack of images; return it as a numpy array."
-    x = np.asarray(x)
-    lead, what = (1, '(N,H,W) gray or (N,H,W,3) RGB') if stacked else (0, '(H,W) gray or (H,W,3) RGB')
-    nd = x.ndim - lead
-    if nd not in (2, 3) or (nd == 3 and x.shape[-1] != 3):
-        raise ValueError(f'{name} must be {what}, got shape {x.shape}')
-    if min(x.shape[lead:lead+2]) == 0: raise ValueError(f'{name} has an empty side: shape {x.shape}')
-    if x.dtype == np.uint8: return x
-    if x.dtype.type in _FLOATS:
-        if not np.isfinite(x).all(): raise ValueError(f'{name}: float images must be finite and in [0, 1], found NaN or inf')
-        if x.min() < 0 or x.max() > 1:
-            raise ValueError(f'{name}: float images must be in [0, 1], got range [{x.min():.3g}, {x.max():.3g}]')
-        return x
-    raise ValueError(f'{name} must be uint8 or float in [0, 1], got dtype {x.dtype}')
-
-def check_image(image, # one image: (H,W) gray or (H,W,3) RGB, uint8 or float in [0,1]
-                name:str='image', # what to call it in error messages
-               )->np.ndarray:
-    "Return `image` as a numpy array, or raise `ValueError` if its shape or dtype is not an image's."
-    return _check(image, False, name)
-
-def check_images(images, # a stack: (N,H,W) gray or (N,H,W,3) RGB, uint8 or float in [0,1]
-                 name:str='images', # what to call it in error messages
-                )->np.ndarray:
-    "Return `images` as a numpy array, or raise `ValueError` if it is not a stack of same-size images (an (H,W,3) array is refused as one RGB image)."
-    try: x = np.asarray(images)
-    except ValueError as e: raise ValueError(f'{name} must be a stack of same-size images: {e}') from None
-    if x.ndim == 3 and x.shape[-1] == 3:  # one RGB image passed where a stack is expected
-        raise ValueError(f'{name} has shape {x.shape}: that is one (H,W,3) RGB image, not a stack; pass images[None]')
-    return _check(x, True, name)
+__all__ = ['SAM_CHECKPOINT_URLS', 'SAM_CHECKPOINT_ENV', 'EXTRACTORS', 'ROIExtractor', 'FullImageROI', 'drop_small_components',
+           'fill_small_holes', 'close_mask', 'OtsuROI', 'iou', 'load_sam', 'random_sam', 'SamROI', 'get_extractor',
+           'PackedMasks', 'ROIResult', 'roi_cache_key', 'roi_cache_path', 'compute_rois']
 
 # %% ../nbs/01_roi.ipynb #0011
 class ROIExtractor:
@@ -75,7 +39,7 @@ class ROIExtractor:
 
     def extract_batch(self, images)->tuple[np.ndarray, np.ndarray]:
         "Masks (N,H,W) bool and fallback flags (N,) bool of a stack of images."
-        images = check_images(images)
+        images = check_image(images, 'images', stacked=True)
         n, h, w = images.shape[:3]
         flat = images.reshape(n, h*w, -1)
         constant = (flat.min(1) == flat.max(1)).all(1)
@@ -487,7 +451,7 @@ def compute_rois(images,                  # (N,H,W) gray or (N,H,W,3) RGB, uint8
                 )->ROIResult:
     "ROI masks of a whole dataset (bit-packed, cached on disk) and the indices that fell back to the full image."
     ex = get_extractor(extractor)
-    images = check_images(images)
+    images = check_image(images, 'images', stacked=True)
     key = roi_cache_key(ex, images, cache_key)
     path = roi_cache_path(cache_dir, key) if cache_dir is not None else None
     if path is not None and (res := _load(path, key)) is not None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np, torch, torch.nn as nn, yaml
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from .data import atomic_write, load_dataset, default_cache_dir
+from .data import atomic_write, image_tensor, load_dataset, default_cache_dir
 from .roi import EXTRACTORS, SAM_CHECKPOINT_ENV, get_extractor, compute_rois
 from .persistence import PersistenceConfig, TokenMaker
-from .augment import VisualAugment, TopoAugment, Calibration, calibrate, to_tensor_image
+from .augment import VisualAugment, TopoAugment, Calibration, calibrate
 from .model import ModelConfig, TopoCLModel, save_checkpoint, load_checkpoint, load_pretrained
 from .methods import METHODS, method_class, method_defaults, make_method
 # NonFiniteLossError is raised by the NaN guard; importing it here keeps `topocl.train.NonFiniteLossError` working
@@ -465,7 +465,7 @@ class ViewDataset(Dataset):
         vs = [view(img, mask, rng=np.random.default_rng([s, k])) for k, view in enumerate(self.views)]
         out = []
         for (x, _), (tok, pad) in zip(vs, self.token_maker.views(vs)):   # both views' diagrams in one backend call
-            out += [to_tensor_image(x), tok, pad] if self.images_out else [tok, pad]
+            out += [image_tensor(x), tok, pad] if self.images_out else [tok, pad]
         return tuple(out)
 
 # %% ../nbs/30_train.ipynb #0036
