@@ -1,5 +1,5 @@
 # The README's test command: every notebook's lesson cells, then the pytest integration suite.
-.PHONY: test test-slow export bench
+.PHONY: test test-slow export bench docs-preview outputs
 
 # one torch/OpenMP thread per process: two notebooks run at once, and oversubscribed threads
 # made the suite several times slower on 2 cores
@@ -20,3 +20,14 @@ export:
 bench:
 	python bench/persistence.py
 	python bench/training.py
+
+# the docs pages as static HTML in _preview/ (open _preview/index.html), from the outputs stored in the
+# notebooks, nothing executed: quarto, which builds the real site, cannot be installed on our machines
+docs-preview:
+	python scripts/docs_preview.py nbs --out _preview
+
+# run the lesson notebooks and store the outputs a reader should see (figures, tables, short prints), as the
+# docs site and GitHub show them: after changing what a lesson draws or prints
+outputs:
+	MPLBACKEND= OMP_NUM_THREADS=1 python scripts/store_outputs.py
+	nbdev_clean
