@@ -1,7 +1,7 @@
 """Render nbs/index.ipynb to README.md without quarto (which `nbdev_readme` needs and this
 project's machines cannot install): markdown cells as they are, visible code cells as Python
 blocks with their text outputs. `--check` exits 1 when README.md is out of date."""
-import sys
+import re, sys
 from pathlib import Path
 import nbformat
 
@@ -20,9 +20,13 @@ def _code(cell) -> str:
         if text: out += ["", "```", (''.join(text) if isinstance(text, list) else text).rstrip(), "```"]
     return '\n'.join(out)
 
+def _markdown(src: str) -> str:
+    "Links and images relative to nbs/ (notebooks, nbs/images) as seen from the repository root."
+    return re.sub(r'\]\((?!https?:|/|#)([^)\s]+\.(?:ipynb|png))\)', r'](nbs/\1)', src)
+
 def render(nb_path=ROOT/'nbs'/'index.ipynb') -> str:
     nb = nbformat.read(nb_path, as_version=4)
-    parts = [c.source if c.cell_type == 'markdown' else _code(c)
+    parts = [_markdown(c.source) if c.cell_type == 'markdown' else _code(c)
              for c in nb.cells if c.source.strip() and not (c.cell_type == 'code' and _hidden(c.source))]
     return HEADER + '\n\n'.join(parts) + '\n'
 

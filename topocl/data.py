@@ -5,6 +5,7 @@
 # %% ../nbs/00_data.ipynb #0002
 from __future__ import annotations
 import os, json, zipfile, zlib, tempfile, hashlib, csv
+from functools import partial
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -15,13 +16,7 @@ import torch
 from medmnist.info import INFO as MEDMNIST_INFO
 
 # %% auto #0
-__all__ = ['BT601', 'SYNTHETIC_CLASSES', 'SYNTHETIC_SIZES', 'SYNTHETIC_VERSION', 'SPLITS', 'MEDMNIST_FLAGS', 'MEDMNIST_SIZES',
-           'ISIC2019_CLASSES', 'ISIC2019_CSV', 'ISIC2019_IMAGES', 'KVASIR_CLASSES', 'IMAGE_SUFFIXES', 'DATASETS',
-           'default_cache_dir', 'data_root', 'atomic_write', 'save_npy_atomic', 'save_json_atomic', 'check_image',
-           'as_float_image', 'image_tensor', 'to_float', 'to_gray', 'SyntheticSet', 'make_synthetic', 'synthetic_dir',
-           'load_synthetic', 'save_synthetic', 'medmnist_file', 'load_medmnist', 'make_fake_medmnist', 'isic2019_items',
-           'kvasir_items', 'stratified_split', 'load_isic2019', 'load_kvasir', 'make_fake_isic2019', 'make_fake_kvasir',
-           'load_dataset', 'ImageDataset', 'describe_dataset', 'prepare_dataset']
+__all__ = ['BT601', 'SYNTHETIC_CLASSES', 'SYNTHETIC_SIZES', 'SYNTHETIC_VERSION', 'SPLITS', 'default_cache_dir', 'data_root', 'atomic_write', 'save_npy_atomic', 'save_json_atomic', 'check_image', 'as_float_image', 'image_tensor', 'to_float', 'to_gray', 'SyntheticSet', 'make_synthetic', 'synthetic_dir', 'load_synthetic', 'save_synthetic', 'MEDMNIST_FLAGS', 'MEDMNIST_SIZES', 'medmnist_file', 'load_medmnist', 'make_fake_medmnist', 'ISIC2019_CLASSES', 'ISIC2019_CSV', 'ISIC2019_IMAGES', 'KVASIR_CLASSES', 'IMAGE_SUFFIXES', 'isic2019_items', 'kvasir_items', 'stratified_split', 'load_isic2019', 'load_kvasir', 'make_fake_isic2019', 'make_fake_kvasir', 'DATASETS', 'load_dataset', 'ImageDataset', 'describe_dataset', 'prepare_dataset', 'register_dataset']
 
 # %% ../nbs/00_data.ipynb #0006
 def default_cache_dir()->Path:
@@ -291,7 +286,7 @@ def save_synthetic(split:str, size:int=28, rgb:bool=False, seed:int=0, n:int|Non
     files = _synthetic_files(split, size=size, rgb=rgb, seed=seed, n_classes=n_classes, cache_dir=cache_dir)
     return [save_npy_atomic(f, a) for f, a in zip(files, s)]
 
-# %% ../nbs/00_data.ipynb #0033
+# %% ../nbs/00a_medmnist.ipynb #0033
 MEDMNIST_FLAGS = tuple(k for k in MEDMNIST_INFO if k.endswith('mnist'))  # the 2D flags (3D flags end in 'mnist3d')
 MEDMNIST_SIZES = (28, 64, 128, 224)
 
@@ -304,7 +299,7 @@ def medmnist_file(flag:str, size:int=28, root=None)->Path:
     _check_flag_size(flag, size)
     return data_root(root)/(f'{flag}.npz' if size == 28 else f'{flag}_{size}.npz')
 
-# %% ../nbs/00_data.ipynb #0036
+# %% ../nbs/00a_medmnist.ipynb #0036
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError)
 
 class _Npz:
@@ -349,7 +344,7 @@ class _Npz:
         except _ZIP_ERRORS as e: raise ValueError(f'{self.path}: member {key!r} is unreadable (truncated or corrupt?): {e}') from None
         return Path(dest)
 
-# %% ../nbs/00_data.ipynb #0037
+# %% ../nbs/00a_medmnist.ipynb #0037
 def _medmnist_labels(npz, flag, split, size):
     "Check the split's members against the flag's INFO; return the labels as int64 and the image count."
     info, ik, lk = MEDMNIST_INFO[flag], f'{split}_images', f'{split}_labels'
@@ -387,7 +382,7 @@ def _medmnist_cached_images(npz, key, flag, size, cache_dir):
         npz.copy_to_npy(key, dest); save_json_atomic(meta_path, meta)
     return np.load(dest, mmap_mode='r', allow_pickle=False)
 
-# %% ../nbs/00_data.ipynb #0038
+# %% ../nbs/00a_medmnist.ipynb #0038
 def load_medmnist(flag:str,             # a MedMNIST 2D flag, e.g. 'breastmnist' (see `MEDMNIST_FLAGS`)
                   split:str,            # 'train', 'val' or 'test'
                   root=None,            # folder holding the npz files; default $TOPOCL_DATA
@@ -410,7 +405,7 @@ def load_medmnist(flag:str,             # a MedMNIST 2D flag, e.g. 'breastmnist'
         images = _medmnist_cached_images(npz, key, flag, size, cache_dir) if (size >= 128 if mmap is None else mmap) else npz.read(key)
     return images, labels
 
-# %% ../nbs/00_data.ipynb #0040
+# %% ../nbs/00a_medmnist.ipynb #0040
 def make_fake_medmnist(root,                            # folder to write `<flag>[_<size>].npz` into
                        flag:str='breastmnist',          # which flag's format (channels, labels) to imitate
                        size:int=28,                     # 28, 64, 128 or 224
@@ -428,7 +423,7 @@ def make_fake_medmnist(root,                            # folder to write `<flag
     with atomic_write(path) as f: (np.savez_compressed if compressed else np.savez)(f, **arrays)
     return path
 
-# %% ../nbs/00_data.ipynb #0054
+# %% ../nbs/00b_folders.ipynb #0054
 ISIC2019_CLASSES = ('MEL', 'NV', 'BCC', 'AK', 'BKL', 'DF', 'VASC', 'SCC', 'UNK')
 ISIC2019_CSV, ISIC2019_IMAGES = 'ISIC_2019_Training_GroundTruth.csv', 'ISIC_2019_Training_Input'
 KVASIR_CLASSES = ('dyed-lifted-polyps', 'dyed-resection-margins', 'esophagitis', 'normal-cecum',
@@ -481,7 +476,7 @@ def kvasir_items(root:Path)->tuple:
         for stem, p in files.items(): ids.append(f'{c}/{p.name}'); paths.append(p); labels.append(k)
     return ids, paths, np.array(labels, np.int64), classes
 
-# %% ../nbs/00_data.ipynb #0055
+# %% ../nbs/00b_folders.ipynb #0055
 def stratified_split(labels:np.ndarray,            # one label per item
                      seed:int=0,                    # `random_state` of both splits
                      fractions:tuple=(.7, .1, .2),  # train, val, test
@@ -495,7 +490,7 @@ def stratified_split(labels:np.ndarray,            # one label per item
     train, val = train_test_split(rest, test_size=n_val, stratify=labels[rest], random_state=seed)
     return {'train': np.sort(train), 'val': np.sort(val), 'test': np.sort(test)}
 
-# %% ../nbs/00_data.ipynb #0057
+# %% ../nbs/00b_folders.ipynb #0057
 def _load_image(path:Path, size:int, crop:bool=False)->np.ndarray:
     "An image file as RGB uint8 (size,size,3)."
     try:
@@ -547,7 +542,7 @@ def _folder_dataset(name, items, root, split, size, cache_dir, seed, fractions, 
     if len(images) != len(labels): raise ValueError(f'{cache}: {len(images)} cached images for {len(labels)} labels; delete it to rebuild')
     return images, labels
 
-# %% ../nbs/00_data.ipynb #0058
+# %% ../nbs/00b_folders.ipynb #0058
 def load_isic2019(split:str,                    # 'train', 'val' or 'test'
                   root=None,                    # the ISIC2019 folder; default $TOPOCL_DATA/isic2019
                   size:int=224,                 # output side length
@@ -572,7 +567,7 @@ def load_kvasir(split:str,                      # 'train', 'val' or 'test'
     root = Path(root) if root else data_root()/'kvasir-dataset-v2'
     return _folder_dataset('kvasir', kvasir_items(root), root, split, size, cache_dir, seed, fractions, crop)
 
-# %% ../nbs/00_data.ipynb #0060
+# %% ../nbs/00b_folders.ipynb #0060
 def _save_jpegs(paths, n, seed):
     s = make_synthetic(n, size=48, rgb=True, seed=seed)
     rng = np.random.default_rng(seed)
@@ -596,27 +591,32 @@ def make_fake_kvasir(root, n_per_class:int=10, classes:tuple=KVASIR_CLASSES[:3],
     _save_jpegs([root/c/f'img{i:03d}.jpg' for c in classes for i in range(n_per_class)], n_per_class*len(classes), seed)
     return root
 
-# %% ../nbs/00_data.ipynb #0067
-DATASETS = ('synthetic', *MEDMNIST_FLAGS, 'isic2019', 'kvasir')
+# %% ../nbs/00c_datasets.ipynb #0067
+def _synthetic_pair(split, root=None, size=28, **kw):
+    "The synthetic set as (images, labels), without its masks; it has no folder, so `root` is ignored."
+    s = load_synthetic(split, size=size, **kw)
+    return s.images, s.labels
+
+# name -> loader(split, root=None, size=28, **options) -> (images, labels); `register_dataset` adds to it
+DATASETS = {'synthetic': _synthetic_pair,
+            **{flag: partial(load_medmnist, flag) for flag in MEDMNIST_FLAGS},
+            'isic2019': load_isic2019, 'kvasir': load_kvasir}
+_BUILTIN = tuple(DATASETS)
 
 def _check_name(name):
     if name not in DATASETS: raise ValueError(f'unknown dataset {name!r}; known: {", ".join(DATASETS)}')
 
-def load_dataset(name:str,      # 'synthetic', a MedMNIST 2D flag, 'isic2019' or 'kvasir'
+def load_dataset(name:str,      # a name in `DATASETS`: 'synthetic', a MedMNIST 2D flag, 'isic2019', 'kvasir' or a registered one
                  split:str,     # 'train', 'val' or 'test'
                  root=None,     # data folder (see above); default from $TOPOCL_DATA
                  size:int=28,   # side length in pixels
                  **kw,          # passed to the dataset's loader
                 )->tuple:
-    "Images uint8 (N,H,W) or (N,H,W,3) and labels int64 (N,) of a split of any supported dataset."
+    "Images uint8 (N,H,W) or (N,H,W,3) and labels int64 (N,) of a split of any known dataset."
     _check_name(name)
-    if name == 'synthetic':
-        s = load_synthetic(split, size=size, **kw); return s.images, s.labels
-    if name == 'isic2019': return load_isic2019(split, root, size=size, **kw)
-    if name == 'kvasir': return load_kvasir(split, root, size=size, **kw)
-    return load_medmnist(name, split, root=root, size=size, **kw)
+    return DATASETS[name](split, root=root, size=size, **kw)
 
-# %% ../nbs/00_data.ipynb #0070
+# %% ../nbs/00c_datasets.ipynb #0070
 class ImageDataset(torch.utils.data.Dataset):
     "(image, label, index) items over uint8 images; `transform` maps the image (e.g. to a tensor or views)."
     def __init__(self, images:np.ndarray,  # uint8 (N,H,W) or (N,H,W,3), may be memory-mapped
@@ -634,12 +634,13 @@ class ImageDataset(torch.utils.data.Dataset):
         "The dataset of `load_dataset(name, split, root, size, **kw)`."
         return cls(*load_dataset(name, split, root, size, **kw), transform=transform)
 
-# %% ../nbs/00_data.ipynb #0073
+# %% ../nbs/00c_datasets.ipynb #0073
 _OPTIONS = {'synthetic': {'rgb', 'seed', 'n_classes', 'n_train', 'n_val', 'n_test'},
             'isic2019': {'seed', 'fractions', 'crop', 'cache_dir'}, 'kvasir': {'seed', 'fractions', 'crop', 'cache_dir'}}
 
 def _check_options(name, kw):
     "Refuse options the dataset does not take (MedMNIST: those of `load_medmnist`)."
+    if name not in _BUILTIN: return          # a registered loader refuses what it does not take
     ok = _OPTIONS.get(name, {'mmap', 'cache_dir', 'download'})
     if set(kw) - ok: raise TypeError(f'{name}: unexpected option(s) {sorted(set(kw) - ok)}; it takes {sorted(ok)}')
 
@@ -669,16 +670,21 @@ def describe_dataset(name:str, root=None, size:int=28,
                 lab = _medmnist_labels(npz, name, s, size)
                 shape, _, dtype, _ = npz.header(f'{s}_images')
                 out['splits'][s] = dict(count=len(lab), image_shape=list(shape[1:]), dtype=str(dtype), label_counts=_label_counts(lab))
-    else:
+    elif name in ('isic2019', 'kvasir'):
         root = Path(root) if root else data_root()/('isic2019' if name == 'isic2019' else 'kvasir-dataset-v2')
         items = isic2019_items(root) if name == 'isic2019' else kvasir_items(root)
         sp, _, _ = _folder_split(name, items, root, kw.get('cache_dir'), kw.get('seed', 0), kw.get('fractions', (.7, .1, .2)))
         out['classes'] = sp['classes']
         for s in SPLITS:
             out['splits'][s] = dict(count=len(sp[s]['ids']), image_shape=[size, size, 3], dtype='uint8', label_counts=_label_counts(sp[s]['labels']))
+    else:   # a registered data set: its loader is all we know, so each split is loaded
+        out['classes'] = _CLASSES.get(name)
+        for s in SPLITS:
+            x, y = load_dataset(name, s, root, size, **kw)
+            out['splits'][s] = dict(count=len(y), image_shape=list(x.shape[1:]), dtype=str(x.dtype), label_counts=_label_counts(y))
     return out
 
-# %% ../nbs/00_data.ipynb #0074
+# %% ../nbs/00c_datasets.ipynb #0074
 def _stamp(cache_dir:Path, name:str)->dict:
     "Modification times of the files of dataset `name` in the cache."
     dirs = [cache_dir/'synthetic'] if name == 'synthetic' else [cache_dir/'medmnist'/d.name for d in (cache_dir/'medmnist').glob(f'{name}_*')] \
@@ -703,3 +709,26 @@ def prepare_dataset(name:str, root=None, size:int=28,
     after = _stamp(cache_dir, name)
     return {'name': name, 'size': size, 'cache_dir': str(cache_dir),
             'written': sorted(str(p) for p, t in after.items() if before.get(p) != t)}
+
+# %% ../nbs/00c_datasets.ipynb #8c13b355
+_CLASSES = {}   # class names of registered data sets, for describe_dataset
+
+def register_dataset(name:str,     # the name configs and `load_dataset` will use
+                     loader,       # (split, root=None, size=28, **options) -> (images uint8, labels int64)
+                     classes=None, # class names, in label order (optional)
+                    ):
+    "Make `load_dataset(name, ...)` (and so configs, the trainer and the probes) read `loader`; returns it."
+    if not isinstance(name, str) or not name: raise ValueError(f'name: expected a non-empty string, got {name!r}')
+    if name in _BUILTIN: raise ValueError(f'{name!r} is a built-in data set; register yours under another name')
+    if not callable(loader): raise TypeError(f'loader of {name!r}: expected a callable, got {type(loader).__name__}')
+    DATASETS[name] = partial(_checked_load, name, loader)
+    if classes is not None: _CLASSES[name] = list(classes)
+    return loader
+
+def _checked_load(name, loader, split, **kw):
+    "A registered loader's (images, labels), checked: the conventions every module relies on."
+    images, labels = loader(split, **kw)
+    images, labels = check_image(images, f'{name} {split} images', stacked=True), np.asarray(labels)
+    if images.dtype != np.uint8: raise ValueError(f'{name} {split} images: expected uint8, got {images.dtype}')
+    if len(images) != len(labels): raise ValueError(f'{name} {split}: {len(images)} images but {len(labels)} labels')
+    return images, labels.astype(np.int64)

@@ -22,17 +22,7 @@ from .callbacks import (StepInfo, NonFiniteLossError, NonFiniteGuard, ProgressBa
                               TensorBoardLog)
 
 # %% auto #0
-__all__ = ['AMP_DTYPES', 'STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES',
-           'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Config',
-           'config_from_dict', 'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of',
-           'validate_config', 'warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed',
-           'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device',
-           'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'load_training_images', 'training_rois',
-           'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained',
-           'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv',
-           'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'Trainer', 'tiny_config',
-           'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config',
-           'paper_config']
+__all__ = ['AMP_DTYPES', 'STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Config', 'config_from_dict', 'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config', 'warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'load_training_images', 'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'Trainer', 'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config', 'paper_config']
 
 # %% ../nbs/30_train.ipynb #0006
 @dataclass
@@ -322,7 +312,7 @@ def validate_config(cfg:Config, stage:int|None=None)->Config:
     if errs: raise ValueError('invalid config: ' + '; '.join(errs))
     return cfg
 
-# %% ../nbs/30_train.ipynb #0017
+# %% ../nbs/30a_runtime.ipynb #0017
 def warmup_cosine(step:int,          # optimizer steps taken so far
                   total_steps:int,   # steps of the whole run
                   warmup_steps:int,  # steps of linear warmup
@@ -332,7 +322,7 @@ def warmup_cosine(step:int,          # optimizer steps taken so far
     t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
-# %% ../nbs/30_train.ipynb #3beeb85c
+# %% ../nbs/30a_runtime.ipynb #3beeb85c
 def autocast_dtype(t:OptimConfig, device:torch.device)->torch.dtype|None:
     "The autocast dtype of a training run on `device` (None: full float32)."
     if not t.amp or device.type != 'cuda': return None
@@ -349,7 +339,7 @@ def to_channels_last(x):
     if isinstance(x, (tuple, list)): return type(x)(to_channels_last(v) for v in x)
     return x
 
-# %% ../nbs/30_train.ipynb #0020
+# %% ../nbs/30a_runtime.ipynb #0020
 def sample_seed(*keys:int)->int:
     "A 32-bit seed derived from a tuple of integers (e.g. seed, epoch, index) with NumPy's SeedSequence."
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
@@ -386,7 +376,7 @@ def set_rng_states(s:dict):
     if 'cuda' in s and torch.cuda.is_available() and len(s['cuda']) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(s['cuda'])
 
-# %% ../nbs/30_train.ipynb #0023
+# %% ../nbs/30a_runtime.ipynb #0023
 @dataclass
 class DistInfo:
     "Where this process stands: rank, world size, device, and whether it started the process group."
@@ -420,7 +410,7 @@ def init_distributed(device:str='auto')->DistInfo:
         owns = True
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, dev, owns)
 
-# %% ../nbs/30_train.ipynb #0026
+# %% ../nbs/30b_views.ipynb #0026
 def view_level(view:str)->str:
     "'topo-weak' -> 'weak' (the calibration band of a topology-aware view; the preset of a visual one)."
     if view not in VIEWS: raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
@@ -468,7 +458,7 @@ class ViewDataset(Dataset):
             out += [image_tensor(x), tok, pad] if self.images_out else [tok, pad]
         return tuple(out)
 
-# %% ../nbs/30_train.ipynb #0036
+# %% ../nbs/30c_trainer.ipynb #0036
 STAGE_KINDS = {1: 'visual', 2: 'topology', 3: 'fused'}
 
 def _rank0_first(info:DistInfo, fn):
@@ -594,7 +584,7 @@ def build_stage(stage:int, cfg:Config, info:DistInfo|None=None)->StageParts:
                   dataset=d.name, size=d.size, root=d.root, data_options={k: v for k, v in d.options.items() if k != 'n'})
     return StageParts(method, ds, stage, extra=record)
 
-# %% ../nbs/30_train.ipynb #0038
+# %% ../nbs/30c_trainer.ipynb #0038
 def stage_dir(cfg:Config, stage:int)->Path:
     "The folder of one stage's checkpoint, config and metrics: out_dir/stage{stage}."
     return Path(cfg.out_dir) / f'stage{stage}'
@@ -634,7 +624,7 @@ def load_checkpoint_file(path, map_location='cpu')->dict:
         raise ValueError(f"checkpoint {path} is not a topocl training checkpoint (no 'method'/'epoch' entries)")
     return ck
 
-# %% ../nbs/30_train.ipynb #0041
+# %% ../nbs/30c_trainer.ipynb #0041
 @dataclass
 class TrainResult:
     "What `Trainer.fit` did."
@@ -673,7 +663,7 @@ def _flat(d, prefix=''):
         else: out[prefix + k] = v
     return out
 
-# %% ../nbs/30_train.ipynb #0042
+# %% ../nbs/30c_trainer.ipynb #0042
 class Trainer:
     "Train one TopoCL stage from a validated config; `fit(resume=...)` runs it (under torchrun: DDP)."
     def __init__(self,
@@ -846,7 +836,7 @@ class Trainer:
                              + ', '.join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in diff)
                              + "; use the saved config.yaml or start a new out_dir")
 
-# %% ../nbs/30_train.ipynb #0044
+# %% ../nbs/30c_trainer.ipynb #0044
 def tiny_config(out_dir:str,       # where the stages write
                 n_train:int=32,    # synthetic training images
                 epochs:int=2,
@@ -864,7 +854,7 @@ def tiny_config(out_dir:str,       # where the stages write
         train=OptimConfig(epochs=epochs, batch_size=batch_size, lr=1e-3, warmup_epochs=1),
         seed=0, out_dir=str(out_dir), num_workers=num_workers, device='cpu', progress=False)
 
-# %% ../nbs/30_train.ipynb #0055
+# %% ../nbs/30c_trainer.ipynb #0055
 def train_stage(stage:int,                       # 1, 2 or 3
                 cfg:Config|str|Path,             # a Config, or a YAML file written by `save_config`
                 overrides:dict|list|None=None,   # dotted-key overrides, e.g. {'train.epochs': 5}
@@ -895,7 +885,7 @@ def train_all(cfg, overrides=None, resume:bool=False,
     cfg = apply_overrides(cfg, overrides)
     return {s: train_stage(s, cfg, (stage_overrides or {}).get(s), resume) for s in (1, 2, 3)}
 
-# %% ../nbs/30_train.ipynb #0057
+# %% ../nbs/30c_trainer.ipynb #0057
 def demo_config(out_dir:str='runs/demo',   # where the three stages write
                 epochs:int=3,              # epochs of each stage
                 n_train:int=512,           # training images (the first ones of the synthetic train split)
@@ -912,7 +902,7 @@ def demo_config(out_dir:str='runs/demo',   # where the three stages write
         train=OptimConfig(epochs=epochs, batch_size=64, lr=1e-3, weight_decay=1e-2, warmup_epochs=1, clip_norm=3.0),
         seed=seed, out_dir=str(out_dir), num_workers=1, device='auto')
 
-# %% ../nbs/30_train.ipynb #767207ce
+# %% ../nbs/30c_trainer.ipynb #767207ce
 def cpu_config(out_dir:str='runs/cpu',    # where the stages write
                dataset:str='breastmnist',  # a MedMNIST flag (28 px files from --root or $TOPOCL_DATA)
                root:str|None=None,         # data folder
