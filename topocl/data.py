@@ -115,11 +115,11 @@ def image_tensor(image,              # numpy as for `check_image`, or a (C,H,W) 
     "An image (or stack) as the float32 channels-first tensor the encoders take."
     if isinstance(image, torch.Tensor):   # tensors come from the training transforms, already checked
         x = image if image.ndim == 3 + stacked else image.unsqueeze(-3)
-        return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-    a = check_image(image, name, stacked)
-    if a.ndim == 2 + stacked: a = a[..., None]
-    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, -3)))
+    else:
+        a = check_image(image, name, stacked)
+        x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(a if a.ndim == 3 + stacked else a[..., None], -1, -3)))
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+
 
 def to_float(x:np.ndarray, # an image or stack, already validated
              dtype=np.float32, # the float type wanted
