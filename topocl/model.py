@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 from .encoders import VisualEncoder, HierarchicalTopologyEncoder
-from .moe import MoEFusion, MoEOutput, EXPERTS
+from .moe import MoEFusion, MoEOutput, EXPERTS, GATE_INITS
 from .data import atomic_write, save_json_atomic
 
 # %% auto #0
@@ -46,6 +46,11 @@ class ModelConfig:
     experts:tuple=EXPERTS  # experts kept (Table 5 ablations)
     cross_tokens:int=8  # tokens per vector in the cross-attention expert
     fusion_heads:int=4  # heads in the cross-attention expert
+    gate_temperature:float=1.0  # the gate's softmax reads logits / temperature
+    gate_dropout:float=0.0  # dropout on the gate's input
+    expert_dropout:float=0.0  # dropout on each expert's input
+    gate_init:str="default"  # 'default' (PyTorch), 'small' (Xavier gain 0.5) or 'zero' (last layer zero: uniform start)
+    modality_dropout:float=0.0  # in training, each sample loses v or t with this probability each (<= 0.5)
 
     def __post_init__(self):
         self.experts = tuple(self.experts)
@@ -60,6 +65,15 @@ class ModelConfig:
         for f in ("small_input", "self_attn", "cross_attn", "hierarchy"):
             if not isinstance(getattr(self, f), bool): raise ValueError(f"{f}: expected True or False, got {getattr(self, f)!r}")
         if not 0 <= self.dropout < 1: raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout!r}")
+        for f in ("gate_temperature", "gate_dropout", "expert_dropout", "modality_dropout"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)): raise ValueError(f"{f}: expected a number, got {v!r}")
+        if not self.gate_temperature > 0: raise ValueError(f"gate_temperature: expected a number > 0, got {self.gate_temperature!r}")
+        for f in ("gate_dropout", "expert_dropout"):
+            if not 0 <= getattr(self, f) < 1: raise ValueError(f"{f}: expected a value in [0, 1), got {getattr(self, f)!r}")
+        if not 0 <= self.modality_dropout <= 0.5:
+            raise ValueError(f"modality_dropout: expected a value in [0, 0.5] (each modality), got {self.modality_dropout!r}")
+        if self.gate_init not in GATE_INITS: raise ValueError(f"gate_init: expected one of {GATE_INITS}, got {self.gate_init!r}")
         bad = [e for e in self.experts if e not in EXPERTS]
         if bad or not self.experts or len(set(self.experts)) != len(self.experts):
             raise ValueError(f"experts: expected a non-empty subset of {EXPERTS} without repeats, got {self.experts}")
@@ -93,7 +107,8 @@ class TopoCLModel(nn.Module):
                                                      c.cross_attn, c.hierarchy, c.dropout)
                          if c.kind in ("topology", "fused") else None)
         self.fusion = (MoEFusion(self.visual.out_dim, c.topo_out, c.fusion_dim, c.expert_dim, c.hidden, c.embed_dim,
-                                 c.experts, c.cross_tokens, c.fusion_heads, c.dropout)
+                                 c.experts, c.cross_tokens, c.fusion_heads, c.dropout, c.gate_temperature, c.gate_dropout,
+                                 c.expert_dropout, c.gate_init, c.modality_dropout)
                        if c.kind == "fused" else None)
 
     @property
@@ -118,7 +133,7 @@ class TopoCLModel(nn.Module):
         return self.topology(tokens, pad)
 
     def fuse(self, images:torch.Tensor, tokens:torch.Tensor, pad:torch.Tensor|None=None) -> MoEOutput:
-        "Both encoders then the MoE: `MoEOutput(z, gates, fused)`."
+        "Both encoders then the MoE: `MoEOutput(z, gates, fused, ...)`."
         if self.fusion is None: raise _no_part(self.config.kind, "fused model")
         if images.shape[0] != tokens.shape[0]:
             raise ValueError(f"images, tokens: batch sizes differ ({images.shape[0]} vs {tokens.shape[0]})")

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from .encoders import mlp
 
 # %% auto #0
-__all__ = ['EXPERTS', 'fusion_mlp', 'TokenCrossAttention', 'MoEOutput', 'GatedBlend', 'MoEFusion']
+__all__ = ['EXPERTS', 'GATE_INITS', 'BALANCE_TERMS', 'fusion_mlp', 'TokenCrossAttention', 'MoEOutput', 'GatedBlend',
+           'drop_modality', 'MoEFusion', 'importance_loss', 'switch_loss', 'hinge_loss', 'router_z_loss',
+           'balance_terms']
 
 # %% ../nbs/11_moe.ipynb #0006
 def fusion_mlp(dims:list, # widths, input first: [in, hidden..., out]
@@ -49,12 +51,16 @@ class TokenCrossAttention(nn.Module):
 
 # %% ../nbs/11_moe.ipynb #0012
 EXPERTS = ("visual", "topology", "concat", "gated", "cross_attn")
+GATE_INITS = ("default", "small", "zero")  # PyTorch's; Xavier with gain 0.5 (the authors'); last layer zero (exactly uniform)
 
 class MoEOutput(NamedTuple):
     "What `MoEFusion` returns."
     z: torch.Tensor  # (B, embed_dim) embedding for the loss (= fused when embed_dim is None)
     gates: torch.Tensor  # (B, n_experts) softmax weights, in the order of `MoEFusion.experts`
     fused: torch.Tensor  # (B, expert_dim) gate-weighted sum of the expert outputs
+    logits: torch.Tensor|None = None  # (B, n_experts) what the gate's softmax reads (logits / temperature); None: one expert
+    v: torch.Tensor|None = None  # (B, dim) projected visual features, after modality dropout
+    t: torch.Tensor|None = None  # (B, dim) projected topology features, after modality dropout
 
 class GatedBlend(nn.Module):
     "Expert 4's input: g*v + (1-g)*t with g = sigmoid(W[v;t])."
@@ -64,6 +70,21 @@ class GatedBlend(nn.Module):
     def forward(self, v, t):
         g = torch.sigmoid(self.w(torch.cat([v, t], dim=-1)))
         return g * v + (1 - g) * t
+
+def drop_modality(v:torch.Tensor, t:torch.Tensor, p:float):
+    "Each sample loses `v` with probability p or `t` with probability p (never both): the lost one becomes zeros."
+    r = torch.rand(v.shape[0], 1, device=v.device)
+    return v.masked_fill(r < p, 0.0), t.masked_fill((r >= p) & (r < 2 * p), 0.0)
+
+def _check_fusion_args(gate_temperature, gate_dropout, expert_dropout, gate_init, modality_dropout):
+    if not (isinstance(gate_temperature, (int, float)) and not isinstance(gate_temperature, bool) and gate_temperature > 0):
+        raise ValueError(f"gate_temperature: expected a number > 0, got {gate_temperature!r}")
+    for name, p in (("gate_dropout", gate_dropout), ("expert_dropout", expert_dropout)):
+        if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p < 1):
+            raise ValueError(f"{name}: expected a probability in [0, 1), got {p!r}")
+    if gate_init not in GATE_INITS: raise ValueError(f"gate_init: expected one of {GATE_INITS}, got {gate_init!r}")
+    if not (isinstance(modality_dropout, (int, float)) and not isinstance(modality_dropout, bool) and 0 <= modality_dropout <= 0.5):
+        raise ValueError(f"modality_dropout: expected a probability in [0, 0.5] (each modality), got {modality_dropout!r}")
 
 class MoEFusion(nn.Module):
     "Projection heads, five fusion experts and a softmax gate: visual (B,Dv) and topology (B,Dt) features -> `MoEOutput`."
@@ -77,17 +98,24 @@ class MoEFusion(nn.Module):
                  experts:tuple=EXPERTS, # which experts to keep (Table 5 ablations)
                  tokens:int=8, # tokens per vector in the cross-attention expert
                  heads:int=4, # heads in the cross-attention expert
-                 dropout:float=0.0,
+                 dropout:float=0.0, # attention dropout in the cross-attention expert
+                 gate_temperature:float=1.0, # softmax(logits / temperature): > 1 keeps the gate softer
+                 gate_dropout:float=0.0, # dropout on the gate's input [v; t]
+                 expert_dropout:float=0.0, # dropout on each expert MLP's input
+                 gate_init:str="default", # one of `GATE_INITS`
+                 modality_dropout:float=0.0, # in training, each sample loses v or t with this probability each
                 ):
         super().__init__()
         experts = tuple(experts)
         bad = [e for e in experts if e not in EXPERTS]
         if bad or not experts or len(set(experts)) != len(experts):
             raise ValueError(f"experts: expected a non-empty subset of {EXPERTS} without repeats, got {experts}")
+        _check_fusion_args(gate_temperature, gate_dropout, expert_dropout, gate_init, modality_dropout)
         self.experts = tuple(e for e in EXPERTS if e in experts)
         self.vis_dim, self.topo_dim, self.dim, self.expert_dim = vis_dim, topo_dim, dim, expert_dim
         self.embed_dim = embed_dim
         self.out_dim = expert_dim if embed_dim is None else embed_dim
+        self.gate_temperature, self.modality_dropout = float(gate_temperature), float(modality_dropout)
         self.vis_head = fusion_mlp([vis_dim, hidden, hidden, dim])
         self.topo_head = fusion_mlp([topo_dim, hidden, hidden, dim])
         mk = lambda d_in: fusion_mlp([d_in, hidden, hidden, expert_dim])
@@ -95,10 +123,11 @@ class MoEFusion(nn.Module):
         self.mlps = nn.ModuleDict({e: mk(inputs[e]) for e in self.experts})
         if "gated" in self.experts: self.blend = GatedBlend(dim)
         if "cross_attn" in self.experts: self.xattn = TokenCrossAttention(dim, tokens, heads, dropout)
+        self.gate_drop, self.expert_drop = nn.Dropout(gate_dropout), nn.Dropout(expert_dropout)
         # with a single expert the softmax is identically 1: no gate network to train
         self.gate = fusion_mlp([2 * dim, 256, 128, len(self.experts)]) if len(self.experts) > 1 else None
+        if self.gate is not None: _init_gate(self.gate, gate_init)
         self.proj = nn.Identity() if embed_dim is None else fusion_mlp([expert_dim, expert_dim, embed_dim])
-
 
     def _expert_input(self, name, v, t):
         if name == "visual": return v
@@ -106,6 +135,10 @@ class MoEFusion(nn.Module):
         if name == "concat": return torch.cat([v, t], dim=-1)
         if name == "gated": return self.blend(v, t)
         return self.xattn(v, t)
+
+    def expert_outputs(self, v:torch.Tensor, t:torch.Tensor) -> torch.Tensor:
+        "Every expert's output on projected features: (B, n_experts, expert_dim)."
+        return torch.stack([self.mlps[e](self.expert_drop(self._expert_input(e, v, t))) for e in self.experts], dim=1)
 
     def forward(self,
                 vis_feat:torch.Tensor, # (B, vis_dim) visual encoder output
@@ -117,8 +150,55 @@ class MoEFusion(nn.Module):
         if vis_feat.shape[0] != topo_feat.shape[0]:
             raise ValueError(f"vis_feat, topo_feat: batch sizes differ ({vis_feat.shape[0]} vs {topo_feat.shape[0]})")
         v, t = self.vis_head(vis_feat), self.topo_head(topo_feat)
-        if self.gate is None: gates = v.new_ones(v.shape[0], 1)
-        else: gates = F.softmax(self.gate(torch.cat([v, t], dim=-1)), dim=-1)
-        outs = torch.stack([self.mlps[e](self._expert_input(e, v, t)) for e in self.experts], dim=1)
-        fused = (gates.unsqueeze(-1) * outs).sum(dim=1)
-        return MoEOutput(self.proj(fused), gates, fused)
+        if self.training and self.modality_dropout > 0: v, t = drop_modality(v, t, self.modality_dropout)
+        logits = None if self.gate is None else self.gate(self.gate_drop(torch.cat([v, t], dim=-1))) / self.gate_temperature
+        gates = v.new_ones(v.shape[0], 1) if logits is None else F.softmax(logits, dim=-1)
+        fused = (gates.unsqueeze(-1) * self.expert_outputs(v, t)).sum(dim=1)
+        return MoEOutput(self.proj(fused), gates, fused, logits, v, t)
+
+def _init_gate(gate:nn.Sequential, how:str):
+    "Initialise the gate MLP's linear layers: PyTorch's default, small Xavier (gain 0.5), or a zero last layer."
+    linears = [m for m in gate if isinstance(m, nn.Linear)]
+    if how == "small":
+        for m in linears:
+            nn.init.xavier_uniform_(m.weight, gain=0.5)
+            nn.init.zeros_(m.bias)
+    elif how == "zero":
+        nn.init.zeros_(linears[-1].weight)
+        nn.init.zeros_(linears[-1].bias)
+
+
+# %% ../nbs/11_moe.ipynb #bcd3a744
+def importance_loss(gates:torch.Tensor, # (B, E) softmax gate weights
+                   ) -> torch.Tensor:
+    "Shazeer et al. (2017): the squared coefficient of variation of each expert's gate mass over the batch (0 when even)."
+    mass = gates.float().sum(0)
+    return mass.var(unbiased=False) / mass.mean().pow(2).clamp_min(1e-12)
+
+def switch_loss(gates:torch.Tensor) -> torch.Tensor:
+    "Fedus et al. (2021) for a dense gate: E * sum_i f_i P_i, f_i the share of samples whose largest weight is expert i (1 when even, E when collapsed)."
+    g = gates.float()
+    f = F.one_hot(g.argmax(1), g.shape[1]).float().mean(0)   # counts, no gradient: the gradient flows through P
+    return g.shape[1] * (f * g.mean(0)).sum()
+
+def hinge_loss(gates:torch.Tensor, lo:float=0.05, hi:float=0.5) -> torch.Tensor:
+    "The authors' release: how far each expert's batch-mean weight lies outside [lo, hi], summed (0 inside)."
+    p = gates.float().mean(0)
+    return (F.relu(lo - p) + F.relu(p - hi)).sum()
+
+def router_z_loss(logits:torch.Tensor) -> torch.Tensor:
+    "Zoph et al. (2022, ST-MoE): the mean squared log-sum-exp of the gate logits (keeps them small)."
+    return torch.logsumexp(logits.float(), dim=-1).pow(2).mean()
+
+BALANCE_TERMS = ("importance", "switch", "hinge", "z_loss")
+
+def balance_terms(out:MoEOutput, # a forward pass of `MoEFusion`
+                  hinge_range=(0.05, 0.5), # [lo, hi] of `hinge_loss`
+                 ) -> dict:
+    "Every balance term of one forward pass, by name (`BALANCE_TERMS`); zeros where there is no gate."
+    if out.logits is None:
+        zero = out.gates.new_zeros(())
+        return dict.fromkeys(BALANCE_TERMS, zero)
+    return dict(importance=importance_loss(out.gates), switch=switch_loss(out.gates),
+                hinge=hinge_loss(out.gates, *hinge_range), z_loss=router_z_loss(out.logits))
+

@@ -17,12 +17,14 @@ from .persistence import PersistenceConfig, TokenMaker
 from .augment import VisualAugment, TopoAugment, Calibration, calibrate
 from .model import ModelConfig, TopoCLModel, save_checkpoint, load_checkpoint, load_pretrained
 from .methods import METHODS, method_class, method_defaults, make_method
+from .moe import MoEOutput, BALANCE_TERMS, balance_terms
+from lightly.loss import NTXentLoss
 # NonFiniteLossError is raised by the NaN guard; importing it here keeps `topocl.train.NonFiniteLossError` working
 from .callbacks import (StepInfo, NonFiniteLossError, NonFiniteGuard, ProgressBar, Checkpointer, ConsoleLog, KNNMonitor,
                               TensorBoardLog)
 
 # %% auto #0
-__all__ = ['AMP_DTYPES', 'STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Config', 'config_from_dict', 'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config', 'warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'load_training_images', 'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'Trainer', 'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config', 'paper_config']
+__all__ = ['AMP_DTYPES', 'STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Stage3Config', 'Config', 'config_from_dict', 'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config', 'warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'STAGE3_PARTS', 'load_training_images', 'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'stage3_param_groups', 'capture_fusion', 'unimodal_loss', 'stage3_terms', 'stage3_loss', 'Trainer', 'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config', 'paper_config']
 
 # %% ../nbs/30_train.ipynb #0006
 @dataclass
@@ -84,6 +86,21 @@ class OptimConfig:
     channels_last:bool = False   # NHWC memory layout for images and convolutions (faster on tensor cores)
     tf32:bool = False            # TF32 matmuls and convolutions on Ampere or newer GPUs (False: PyTorch's defaults)
 
+@dataclass
+class Stage3Config:
+    "Stage 3 (joint fine-tuning) only: a learning rate per part and the fusion's extra loss terms (0: off)."
+    lr_visual:float|None = None    # peak learning rate of the visual encoder (None: train.lr)
+    lr_topology:float|None = None  # of the topology encoder (None: train.lr)
+    lr_fusion:float|None = None    # of the MoE fusion and the method's heads (None: train.lr)
+    weight_decay:float|None = None # AdamW weight decay of stage 3 (None: train.weight_decay)
+    clip_norm:float|None = None    # gradient clipping of stage 3 (None: train.clip_norm)
+    importance:float = 0.0         # coefficient of `topocl.moe.importance_loss` (Shazeer et al. 2017)
+    switch:float = 0.0             # of `topocl.moe.switch_loss` (Fedus et al. 2021, for a dense gate)
+    hinge:float = 0.0              # of `topocl.moe.hinge_loss` (the authors' release: 0.015)
+    hinge_range:list = field(default_factory=lambda: [0.05, 0.5])  # [lo, hi] of the hinge
+    z_loss:float = 0.0             # of `topocl.moe.router_z_loss` (ST-MoE)
+    unimodal:float = 0.0           # weight of a contrastive (NT-Xent) term on each modality's projected features v and t
+
 # %% ../nbs/30_train.ipynb #0007
 STAGES = {1: 'visual pretraining', 2: 'topology pretraining', 3: 'joint fine-tuning'}
 STAGE_FILES = {1: 'visual.pt', 2: 'topology.pt', 3: 'topocl.pt'}  # the trained weights each stage leaves
@@ -100,6 +117,7 @@ class Config:
     model:ModelConfig = field(default_factory=ModelConfig)
     method:MethodConfig = field(default_factory=MethodConfig)
     train:OptimConfig = field(default_factory=OptimConfig)
+    stage3:Stage3Config = field(default_factory=Stage3Config)  # stage 3's learning rates per part and fusion loss terms
     seed:int = 0                   # seeds model initialisation, data order and every augmentation
     out_dir:str = 'runs/topocl'    # stage k writes to out_dir/stage{k}/
     num_workers:int = 4            # DataLoader worker processes per training process (0: in the main process)
@@ -302,6 +320,16 @@ def validate_config(cfg:Config, stage:int|None=None)->Config:
     check(t.amp_dtype in AMP_DTYPES, 'train.amp_dtype', f"one of {', '.join(AMP_DTYPES)}", t.amp_dtype)
     check(isinstance(t.channels_last, bool), 'train.channels_last', 'true or false', t.channels_last)
     check(isinstance(t.tf32, bool), 'train.tf32', 'true or false', t.tf32)
+    s3 = cfg.stage3
+    for k in ('lr_visual', 'lr_topology', 'lr_fusion', 'clip_norm'):
+        v = getattr(s3, k)
+        check(v is None or (_num(v) and math.isfinite(v) and v > 0), f'stage3.{k}', 'None or > 0', v)
+    check(s3.weight_decay is None or (_num(s3.weight_decay) and s3.weight_decay >= 0), 'stage3.weight_decay', 'None or >= 0',
+          s3.weight_decay)
+    for k in ('importance', 'switch', 'hinge', 'z_loss', 'unimodal'):
+        v = getattr(s3, k)
+        check(_num(v) and math.isfinite(v) and v >= 0, f'stage3.{k}', '>= 0 (0: off)', v)
+    check(_is_band(s3.hinge_range), 'stage3.hinge_range', '[lo, hi] with 0 <= lo < hi <= 1', s3.hinge_range)
     check(_pos_int(cfg.seed, 0), 'seed', 'an integer >= 0', cfg.seed)
     check(_pos_int(cfg.num_workers, 0), 'num_workers', 'an integer >= 0', cfg.num_workers)
     check(isinstance(cfg.device, str) and (cfg.device in ('auto', 'cpu') or cfg.device.split(':')[0] == 'cuda'),
@@ -663,6 +691,63 @@ def _flat(d, prefix=''):
         else: out[prefix + k] = v
     return out
 
+# %% ../nbs/30c_trainer.ipynb #bebde509
+STAGE3_PARTS = ('fusion', 'visual', 'topology')   # AdamW groups of stage 3; 'fusion' also holds the method's heads
+
+def _stage3_lrs(cfg:Config)->dict:
+    s, lr = cfg.stage3, cfg.train.lr
+    return dict(fusion=s.lr_fusion or lr, visual=s.lr_visual or lr, topology=s.lr_topology or lr)
+
+def stage3_param_groups(method:nn.Module, # the stage-3 method: `method.encoder` is the fused `TopoCLModel`
+                        cfg:Config,
+                       )->list:
+    "AdamW groups of stage 3: each part of `STAGE3_PARTS` at its `stage3.lr_*`, no weight decay on 1-d tensors."
+    model, lrs = method.encoder, _stage3_lrs(cfg)
+    wd = cfg.train.weight_decay if cfg.stage3.weight_decay is None else cfg.stage3.weight_decay
+    part = {id(p): name for name in ('visual', 'topology') for p in getattr(model, name).parameters()}
+    groups = []
+    for name in STAGE3_PARTS:
+        ps = [p for p in method.parameters() if p.requires_grad and part.get(id(p), 'fusion') == name]
+        for decay in (True, False):
+            sel = [p for p in ps if (p.ndim > 1) == decay]
+            if sel: groups.append(dict(params=sel, lr=lrs[name], weight_decay=wd if decay else 0.0, part=name))
+    return groups
+
+class capture_fusion:
+    "Context manager: the `MoEOutput` of every forward pass of `fusion` inside it, in order (the method's online views)."
+    def __init__(self, fusion:nn.Module): self.fusion, self.outs = fusion, []
+    def __enter__(self):
+        self.handle = self.fusion.register_forward_hook(lambda m, args, out: self.outs.append(out))
+        return self.outs
+    def __exit__(self, *exc): self.handle.remove()
+
+def unimodal_loss(a:MoEOutput, b:MoEOutput, # the fusion's outputs for two views of the same images
+                  temperature:float=0.1,
+                 )->torch.Tensor:
+    "NT-Xent between the two views' projected visual features plus that of their topology features, halved."
+    nt = NTXentLoss(temperature=temperature, gather_distributed=True)
+    with torch.autocast(device_type=a.v.device.type, enabled=False):
+        return 0.5 * (nt(a.v.float(), b.v.float()) + nt(a.t.float(), b.t.float()))
+
+def stage3_terms(outs:list, # `MoEOutput`s of one step (`capture_fusion`)
+                 s:Stage3Config,
+                )->dict:
+    "The fusion's extra terms of one step, unweighted: every balance term (mean over the views) and, if on, the unimodal one."
+    per_view = [balance_terms(o, tuple(s.hinge_range)) for o in outs]
+    terms = {k: torch.stack([t[k] for t in per_view]).mean() for k in BALANCE_TERMS}
+    if s.unimodal > 0:
+        if len(outs) < 2: raise ValueError(f"stage3.unimodal needs the fusion's outputs of two views, got {len(outs)}")
+        terms['unimodal'] = unimodal_loss(outs[0], outs[1])
+    return terms
+
+def stage3_loss(loss:torch.Tensor, terms:dict, s:Stage3Config)->torch.Tensor:
+    "The method's loss plus each term times its coefficient (`stage3.<name>`); terms whose coefficient is 0 add nothing."
+    for k, v in terms.items():
+        w = getattr(s, k)
+        if w: loss = loss + w * v
+    return loss
+
+
 # %% ../nbs/30c_trainer.ipynb #0042
 class Trainer:
     "Train one TopoCL stage from a validated config; `fit(resume=...)` runs it (under torchrun: DDP)."
@@ -681,10 +766,18 @@ class Trainer:
         self.callbacks = sorted(default_callbacks(cfg) if callbacks is None else list(callbacks), key=lambda c: c.order)
 
     def compute_loss(self, batch)->torch.Tensor:
-        "The method's loss on one batch of views (override to instrument a step)."
+        "The method's loss on one batch of views (override to instrument a step); stage 3 adds the fusion's terms."
         v1, v2 = self.parts.split(batch, self.info.device)
         if self.cfg.train.channels_last: v1, v2 = to_channels_last(v1), to_channels_last(v2)
-        return self.ddp(v1, v2)
+        if self.stage != 3: return self.ddp(v1, v2)
+        with capture_fusion(self.method.encoder.fusion) as outs: loss = self.ddp(v1, v2)
+        terms = stage3_terms(outs, self.cfg.stage3)
+        # logged per epoch (this process's batches): every term unweighted, and the gate mass of the batch
+        self.step_logs = {f'loss_{k}': float(v.detach()) for k, v in terms.items()}
+        self.step_logs['loss_ssl'] = float(loss.detach())
+        mass = torch.cat([o.gates.detach().float() for o in outs]).mean(0)
+        self.step_logs.update({f'gate_train_{e}': float(m) for e, m in zip(self.method.encoder.fusion.experts, mass)})
+        return stage3_loss(loss, terms, self.cfg.stage3)
 
     def fit(self,
             resume:bool=False,           # continue from out_dir/stage{k}/checkpoint.pt if it exists
@@ -759,7 +852,9 @@ class Trainer:
                                  generator=torch.Generator().manual_seed(cfg.seed))
         total, warm = self.epochs * self.steps, round(t.warmup_epochs * self.steps)
         self.params = [p for p in method.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(_param_groups(method, t.weight_decay), lr=t.lr)
+        groups = stage3_param_groups(method, cfg) if self.stage == 3 else _param_groups(method, t.weight_decay)
+        self.opt = torch.optim.AdamW(groups, lr=t.lr)
+        self.clip_norm = cfg.stage3.clip_norm if self.stage == 3 and cfg.stage3.clip_norm is not None else t.clip_norm
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(warmup_cosine, total_steps=total, warmup_steps=warm))
         self.amp_dtype = autocast_dtype(t, info.device)
         self.amp = self.amp_dtype is not None
@@ -779,16 +874,19 @@ class Trainer:
         "One pass over the training images; returns (and records) the epoch's metrics row."
         self.sampler.set_epoch(epoch); self.ddp.train()
         self._call('on_epoch_start', epoch)
-        t0, wait, loss_sum = time.perf_counter(), 0.0, 0.0
+        t0, wait, loss_sum, logs = time.perf_counter(), 0.0, 0.0, {}
         tw = time.perf_counter()
         for i, batch in enumerate(self.loader):
             wait += time.perf_counter() - tw
+            self.step_logs = {}
             s = self.train_step(batch, epoch, i)
             loss_sum += s.loss
+            for k, v in self.step_logs.items(): logs[k] = logs.get(k, 0.0) + v
             tw = time.perf_counter()
         dt, b = time.perf_counter() - t0, self.cfg.train.batch_size
         row = dict(epoch=epoch + 1, steps=(epoch + 1) * self.steps, loss=loss_sum / self.steps, lr=s.lr, time_s=round(dt, 3),
-                   img_per_s=round(self.steps * b / dt, 2), data_wait=round(wait / dt, 4))
+                   img_per_s=round(self.steps * b / dt, 2), data_wait=round(wait / dt, 4),
+                   **{k: round(v / self.steps, 6) for k, v in logs.items()})
         self.metrics.append(row)
         self._call('on_epoch_end', epoch, row)
         return row
@@ -803,7 +901,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.opt)
-        gnorm = float(torch.nn.utils.clip_grad_norm_(self.params, t.clip_norm or math.inf))
+        gnorm = float(torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm or math.inf))
         s = StepInfo(epoch, i, self.steps, float(lval), self.opt.param_groups[0]['lr'], gnorm)
         self._call('on_before_update', s)
         self.scaler.step(self.opt); self.scaler.update(); self.sched.step()
