@@ -113,6 +113,8 @@ def test_demo_main_command(tmp_path):
     (['--variants', 'topocl', 'visual'], "invalid choice: 'visual'"),
     (['--set', 'augment.weak_band=[0.2, 0.1]'], 'augment.weak_band must be [lo, hi]'),
     (['--preset', 'paper', '--dataset', 'synthetic', '--size', '28'], 'TOPOCL_SAM_CHECKPOINT'),
+    (['--stage3', 'best'], "invalid choice: 'best'"),
+    (['--set', 'stage3.lr_visual=0'], 'stage3.lr_visual must be None or > 0'),
 ])
 def test_run_refuses_bad_settings_before_training(tmp_path, args, msg):
     "Bad stage budgets, variants, bands or a SAM preset without weights fail at once, naming what is wrong."
@@ -120,3 +122,13 @@ def test_run_refuses_bad_settings_before_training(tmp_path, args, msg):
                env={'TOPOCL_CACHE': str(tmp_path/'cache'), 'TOPOCL_SAM_CHECKPOINT': ''})
     assert r.returncode == 2 and msg in r.stderr, r.stderr
     assert not (tmp_path/'run'/'seed0').exists()
+
+
+def test_stage3_recipe_from_the_command_line():
+    "--stage3 sets every stage-3 field from the named recipe; --set still overrides it."
+    from topocl import cli, train
+    args = cli.build_parser().parse_args(['run', '--preset', 'tiny', '--stage3', 'authors', '--set', 'stage3.hinge=0.1'])
+    cfg = cli.config_from_args(args)
+    assert (cfg.stage3.lr_visual, cfg.model.gate_temperature, cfg.stage3.hinge) == (1e-5, 2.0, 0.1)
+    paper = cli.config_from_args(cli.build_parser().parse_args(['run', '--preset', 'tiny', '--stage3', 'paper']))
+    assert paper.stage3 == train.stage3_recipe(paper, 'paper').stage3 and paper.model.gate_temperature == 1.0

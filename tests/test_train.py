@@ -373,3 +373,43 @@ def test_precision_settings_are_validated():
     for field, bad in (('train.amp_dtype', 'float8'), ('train.channels_last', 'maybe'), ('train.tf32', 1)):
         with pytest.raises(ValueError, match=field.replace('.', r'\.')):
             T.validate_config(T.apply_overrides(T.tiny_config('x'), {field: bad}))
+
+
+# ---------------------------------------------------------------- stage 3 options
+def test_stage3_settings_reach_the_optimizer_and_the_logs(tmp_path):
+    cfg = T.tiny_config(tmp_path / 's3', epochs=1)
+    for s in (1, 2): T.train_stage(s, cfg)
+    over = {'stage3.lr_visual': 1e-5, 'stage3.lr_topology': 2e-4, 'stage3.lr_fusion': 5e-4, 'stage3.weight_decay': 1e-4,
+            'stage3.clip_norm': 0.5, 'stage3.importance': 0.1, 'stage3.unimodal': 0.5, 'stage3.cross_modal': 0.5,
+            'model.gate_temperature': 2.0, 'model.modality_dropout': 0.2}
+    tr = T.Trainer(3, T.apply_overrides(cfg, over))
+    res = tr.fit()
+    lrs = {g['part']: g['initial_lr'] for g in tr.opt.param_groups}
+    assert lrs == {'fusion': 5e-4, 'visual': 1e-5, 'topology': 2e-4}
+    model = tr.method.encoder
+    part_of = {id(p): g['part'] for g in tr.opt.param_groups for p in g['params']}
+    assert {part_of[id(p)] for p in model.visual.parameters()} == {'visual'}
+    assert {part_of[id(p)] for p in model.fusion.parameters()} == {'fusion'}
+    assert {g['weight_decay'] for g in tr.opt.param_groups} == {1e-4, 0.0} and tr.clip_norm == 0.5
+    assert model.fusion.gate_temperature == 2.0 and model.fusion.modality_dropout == 0.2
+    row = res.metrics[-1]
+    for k in ('loss_importance', 'loss_switch', 'loss_hinge', 'loss_z_loss', 'loss_unimodal', 'loss_cross_modal', 'loss_ssl'):
+        assert np.isfinite(row[k]), k
+    assert abs(sum(v for k, v in row.items() if k.startswith('gate_train_')) - 1) < 1e-4
+    # the logged total is the method's loss plus each term times its coefficient
+    assert abs(row['loss'] - (row['loss_ssl'] + 0.1 * row['loss_importance'] + 0.5 * row['loss_unimodal']
+                              + 0.5 * row['loss_cross_modal'])) < 1e-3
+    header = (res.dir / 'metrics.csv').read_text().splitlines()[0]
+    assert 'loss_importance' in header and 'gate_train_visual' in header
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    ev = EventAccumulator(str(res.dir / 'tensorboard')).Reload()
+    assert 'stage3/loss_importance' in ev.Tags()['scalars']
+
+
+def test_stage3_settings_do_not_touch_stages_1_and_2(tmp_path):
+    base = T.tiny_config(tmp_path / 'a', epochs=1)
+    other = T.apply_overrides(T.tiny_config(tmp_path / 'b', epochs=1), {'stage3.lr_visual': 1e-6, 'stage3.importance': 1.0,
+                                                                          'stage3.clip_norm': 0.1})
+    for s in (1, 2):
+        a, b = T.train_stage(s, base), T.train_stage(s, other)
+        assert [m['loss'] for m in a.metrics] == [m['loss'] for m in b.metrics]

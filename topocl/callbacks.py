@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np, torch
 from tqdm.auto import tqdm
 from .data import default_cache_dir, load_dataset
-from .evaluate import extract_features, knn_accuracy
+from .evaluate import extract_features, knn_accuracy, effective_rank
 from .persistence import TokenMaker
 from .roi import get_extractor
 
@@ -130,6 +130,7 @@ class KNNMonitor(Callback):
                                   device=trainer.info.device) for x, _, t in self.data]
         random.setstate(states[0]); np.random.set_state(states[1]); torch.set_rng_state(states[2])
         row['knn_acc'] = knn_accuracy(f[0].feats, self.data[0][1], f[1].feats, self.data[1][1], self.k)
+        row['eff_rank'] = effective_rank(f[1].feats)
         if f[1].gates is not None:
             row.update({f'gate_{e}': float(g) for e, g in zip(model.fusion.experts, f[1].gates.mean(0))})
         row['knn_s'] = round(time.perf_counter() - t0, 3)

@@ -129,9 +129,10 @@ def parse_stage_epochs(text:str)->list:
     return e
 
 def config_from_args(args)->train.Config:
-    "The training config of a command: preset or --config, then shortcuts, then --set overrides; validated."
+    "The training config of a command: preset or --config, the --stage3 recipe, then shortcuts, then --set overrides; validated."
     out_dir = args.out_dir or 'runs/topocl'
     cfg = train.load_config(args.config) if args.config else PRESETS[args.preset](out_dir)
+    if args.stage3: cfg = train.stage3_recipe(cfg, args.stage3)
     over = {SHORTCUTS[k]: v for k, v in vars(args).items() if k in SHORTCUTS and v is not None}
     if args.out_dir: over['out_dir'] = args.out_dir
     cfg = train.apply_overrides(train.apply_overrides(cfg, over), args.set)
@@ -151,6 +152,8 @@ def _add_train_args(p):
     g.add_argument('--preset', default='demo', choices=list(PRESETS), help='starting settings (default: demo)')
     g.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                    help='override any config field, e.g. --set train.warmup_epochs=5 --set model.small_input=false')
+    g.add_argument('--stage3', default=None, choices=list(train.STAGE3_RECIPES),
+                   help="every stage-3 setting from a named recipe ('paper': as written; default: the preset's)")
     g.add_argument('--out-dir', default=None, help='run folder; stage k writes to OUT_DIR/stage{k} (default: runs/topocl)')
     g = p.add_argument_group('shortcuts for common fields')
     g.add_argument('--dataset', default=None, help="'synthetic', a MedMNIST 2D flag, 'isic2019' or 'kvasir'")
@@ -234,7 +237,7 @@ def cmd_run(args):
 def cmd_demo(args):
     "The demo: the whole pipeline on synthetic data, on CPU; prints the table."
     pipeline.demo(args.out_dir, seeds=args.seeds, epochs=args.epochs, method=args.method, variants=args.variants,
-                  n_train=args.n_train, limit=args.limit, probe_epochs=args.probe_epochs)
+                  n_train=args.n_train, limit=args.limit, probe_epochs=args.probe_epochs, stage3=args.stage3)
 
 def _add_variants_arg(p):
     p.add_argument('--variants', nargs='+', default=None, choices=pipeline.VARIANTS, metavar='VARIANT',
@@ -265,6 +268,8 @@ def _add_run(sub):
     p.add_argument('--n-train', type=int, default=None, help='synthetic images for self-supervised training (default: 512)')
     p.add_argument('--limit', type=int, default=None, help='probe on at most this many images per split (default: all)')
     p.add_argument('--probe-epochs', type=int, default=None, help='epochs of the linear probe (default: 100)')
+    p.add_argument('--stage3', default=None, choices=list(train.STAGE3_RECIPES),
+                   help="every stage-3 setting from a named recipe ('paper': as written; default: the demo's)")
     _add_variants_arg(p)
     p.set_defaults(func=cmd_demo)
 

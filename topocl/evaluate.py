@@ -27,9 +27,10 @@ from .roi import get_extractor
 
 # %% auto #0
 __all__ = ['METRICS', 'GROUP', 'FEATURE_KINDS', 'accuracy', 'auc_score', 'standardize', 'ProbeResult', 'torch_threads',
-           'linear_probe', 'null_auc_sd', 'knn_accuracy', 'summarize', 'paired_ttest', 'compare_variants', 'save_table',
-           'gate_stats', 'plot_gates', 'Features', 'preprocess', 'extract_features', 'ph_vectors', 'probe_persistence',
-           'probe_model', 'load_splits', 'ProbeSettings', 'run_settings', 'probe_checkpoint']
+           'linear_probe', 'null_auc_sd', 'knn_accuracy', 'effective_rank', 'summarize', 'paired_ttest',
+           'compare_variants', 'save_table', 'gate_stats', 'plot_gates', 'Features', 'preprocess', 'extract_features',
+           'ph_vectors', 'probe_persistence', 'probe_model', 'load_splits', 'ProbeSettings', 'run_settings',
+           'probe_checkpoint']
 
 # %% ../nbs/40_evaluate.ipynb #0006
 def accuracy(labels, probs) -> float:
@@ -205,6 +206,17 @@ def knn_accuracy(bank:np.ndarray, # (N,D) features of the labelled memory bank (
     sim, idx = (query @ bank.T).topk(min(k, len(bank)), dim=1)
     votes = torch.zeros(len(query), int(max(yb.max(), yq.max())) + 1).scatter_add_(1, yb[idx], sim.clamp_min(0))
     return float((votes.argmax(1) == yq).float().mean())
+
+# %% ../nbs/40_evaluate.ipynb #37d210cb
+def effective_rank(feats:np.ndarray, # (N, D) features
+                  )->float:
+    "exp of the entropy of the normalised singular values of the centred features: how many directions they use."
+    x = np.asarray(feats, dtype=np.float64)
+    s = np.linalg.svd(x - x.mean(0), compute_uv=False)
+    if not s.sum() > 0: return 0.0
+    p = s[s > 0] / s.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
 
 # %% ../nbs/40_evaluate.ipynb #0031
 METRICS = ("acc", "auc")

@@ -8,23 +8,23 @@ import os, tempfile, time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, torch
 
 from .data import save_json_atomic
 from .roi import get_extractor
-from .persistence import TokenMaker
-from .model import TopoCLModel, load_checkpoint, load_pretrained, save_checkpoint
+from .persistence import TokenMaker, Tokens
+from .model import TopoCLModel, load_checkpoint, load_pretrained, save_checkpoint, cost_breakdown
 from .train import (Config, train_stage, demo_config, config_to_dict, epochs_of, calibration_path, seed_everything,
-                          check_pretrained, stage_weights)
+                          check_pretrained, stage_weights, seeded, stage3_recipe)
 from .evaluate import (probe_checkpoint, load_splits, summarize, compare_variants, save_table, plot_gates,
-                             ph_vectors, linear_probe, extract_features)
+                             ph_vectors, linear_probe, extract_features, preprocess, effective_rank)
 
 # %% auto #0
 __all__ = ['METRICS', 'VARIANTS', 'CONTROLS', 'REPRESENTATIONS', 'PROBES', 'COMPUTE', 'check_variants', 'is_main_process',
-           'seed_config', 'equal_time_epochs', 'train_variants', 'run_seconds', 'compute_of', 'probe_tokens',
-           'probe_features', 'probe_variants', 'run_seed', 'choose_headline', 'compare_controls', 'variants_text',
-           'comparison_text', 'gate_table', 'run_experiment', 'effective_rank', 'stage3_start', 'fusion_diagnosis',
-           'demo']
+           'seed_config', 'stage_flops', 'equal_time_epochs', 'train_variants', 'run_seconds', 'compute_of',
+           'probe_tokens', 'probe_features', 'probe_variants', 'run_seed', 'choose_headline', 'compare_controls',
+           'variants_text', 'comparison_text', 'gate_table', 'run_experiment', 'stage3_start', 'fusion_diagnosis',
+           'fusion_layers', 'probe_layers', 'demo']
 
 # %% ../nbs/45_pipeline.ipynb #0006
 METRICS = ('test_acc', 'test_auc')  # what the paper reports: accuracy and macro AUC on the test split
@@ -60,7 +60,7 @@ def seed_config(cfg:Config, seed:int, out_dir)->Config:
 # %% ../nbs/45_pipeline.ipynb #fed5caf2
 def _runs_needed(variants, cfg:Config|None=None)->set:
     runs = {r for v in variants for r in COMPUTE[v]} | {PROBES[v][0] for v in variants if v in PROBES}
-    if 'equal-time' in runs: runs |= {'stage1', 'stage2', 'stage3'}   # its budget is TopoCL's measured seconds
+    if 'equal-time' in runs: runs |= {'stage1', 'stage2', 'stage3'}   # TopoCL itself, to compare with
     if 'no-diagrams' in runs: runs |= {'stage1', 'stage2'}
     # a stage 3 started from given (or random: 'scratch') encoders needs stage 1 or 2 only where a variant probes it
     probed = {PROBES[v][0] for v in variants if v in PROBES} | ({'stage1'} if 'ph-vector+baseline' in variants else set())
@@ -69,12 +69,16 @@ def _runs_needed(variants, cfg:Config|None=None)->set:
         if given and stage not in probed and not controls: runs.discard(stage)
     return runs
 
-def equal_time_epochs(topocl_seconds:float,   # TopoCL's training seconds, stages 1 + 2 + 3
-                      baseline_epoch_s:float, # seconds of one visual-only epoch, measured in the same run
-                     )->int:
-    "Visual-only epochs that fit in TopoCL's training time (at least one)."
-    if not baseline_epoch_s > 0: raise ValueError(f"baseline_epoch_s must be > 0, got {baseline_epoch_s}")
-    return max(1, int(topocl_seconds // baseline_epoch_s))
+def stage_flops(cfg:Config)->dict:
+    "Forward FLOPs for one view of one image of what each stage trains: {1: visual encoder, 2: topology encoder, 3: both + fusion}."
+    with seeded(0):   # building the model draws random weights: leave every training stream as it was
+        cost = {r['part']: r['flops'] for r in cost_breakdown(replace(cfg.model, kind='fused'), cfg.data.size)}
+    return {1: cost['Visual Encoder'], 2: cost['Topo Encoder'], 3: cost['Total']}
+
+def equal_time_epochs(cfg:Config)->int:
+    "Visual-only epochs whose training FLOPs match TopoCL's three stages (at least one): floor(sum_s E_s F_s / F_1)."
+    f = stage_flops(cfg)
+    return max(1, int(sum(epochs_of(cfg, s) * f[s] for s in (1, 2, 3)) // f[1]))
 
 def train_variants(cfg:Config, variants, resume:bool=True)->dict:
     "Every training run the variants need, for one seed's config: {run name: TrainResult}."
@@ -87,9 +91,7 @@ def train_variants(cfg:Config, variants, resume:bool=True)->dict:
     if 'matched' in need:   # as many visual-encoder epochs as TopoCL's ResNet gets (stages 1 and 3), one schedule
         r['matched'] = train_stage(1, visual_only('baseline-matched', e1 + e3), resume=resume)
     if 'equal-time' in need:
-        spent = sum(run_seconds(r[f'stage{s}']) for s in (1, 2, 3))
-        epochs = equal_time_epochs(spent, run_seconds(r['stage1']) / len(r['stage1'].metrics))
-        r['equal-time'] = train_stage(1, visual_only('baseline-equal-time', epochs), resume=resume)
+        r['equal-time'] = train_stage(1, visual_only('baseline-equal-time', equal_time_epochs(cfg)), resume=resume)
     if 'no-diagrams' in need:   # the same stage 3 from the same weights and views, every diagram empty
         blind = replace(cfg, out_dir=str(seed_dir/'topocl-no-diagrams'),
                         augment=replace(cfg.augment, empty_diagrams=True, calibration=str(calibration_path(cfg))),
@@ -264,15 +266,6 @@ def run_experiment(cfg:Config,               # the experiment's config (dataset,
                 files=[str(f) for f in files], seconds=time.perf_counter() - t0)
 
 # %% ../nbs/45_pipeline.ipynb #55fceb22
-def effective_rank(feats:np.ndarray, # (N, D) features
-                  )->float:
-    "exp of the entropy of the normalised singular values of the centred features: how many directions they use."
-    x = np.asarray(feats, dtype=np.float64)
-    s = np.linalg.svd(x - x.mean(0), compute_uv=False)
-    if not s.sum() > 0: return 0.0
-    p = s[s > 0] / s.sum()
-    return float(np.exp(-(p * np.log(p)).sum()))
-
 def stage3_start(cfg:Config)->TopoCLModel:
     "The fused model stage 3 starts from: the stage-1 and stage-2 encoders, the fusion initialised as training does."
     seed_everything(cfg.seed)   # as `Trainer` does before it builds the model
@@ -304,6 +297,47 @@ def fusion_diagnosis(cfg:Config,              # the experiment's config
                              **{f'gate_{k}': v for k, v in rec['gate_mean'].items()}))
     return pd.DataFrame(rows)
 
+# %% ../nbs/45_pipeline.ipynb #46548fb7
+def fusion_layers(model:TopoCLModel,  # a fused model
+                  images,             # uint8/float (N,H,W) or (N,H,W,3), un-augmented
+                  tokens:Tokens,      # their diagram tokens (`probe_tokens`)
+                  batch_size:int=256, device=None,
+                 )->dict:
+    "Every representation inside a fused model, in eval mode: {layer: float32 (N, D)} in the order data flows."
+    if model.fusion is None: raise ValueError(f"fusion_layers needs a fused model, got kind={model.config.kind!r}")
+    f, dev = model.fusion, device or next(model.parameters()).device
+    was, out = model.training, {}
+    model.eval().to(dev)
+    try:
+        with torch.inference_mode():
+            for s in range(0, len(images), batch_size):
+                x = preprocess(images[s:s + batch_size], model.config.in_chans).to(dev)
+                tok = torch.as_tensor(tokens.tokens[s:s + batch_size]).to(dev)
+                pad = torch.as_tensor(tokens.pad[s:s + batch_size]).to(dev)
+                vis, topo = model.forward_visual(x), model.forward_topology(tok, pad)
+                o = f(vis, topo)
+                experts = f.expert_outputs(o.v, o.t)
+                rows = dict(visual=vis, topology=topo, v=o.v, t=o.t,
+                            **{f'expert_{e}': experts[:, i] for i, e in enumerate(f.experts)}, fused=o.fused, z=o.z)
+                for k, v in rows.items(): out.setdefault(k, []).append(v.float().cpu())
+    finally: model.train(was)
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+def probe_layers(model:TopoCLModel, # a fused model
+                 splits:dict,       # {'train'|'val'|'test': (images, labels)}
+                 tokens:dict,       # {split: Tokens} (`probe_tokens`)
+                 seed:int=0, probe_kw:dict|None=None, device=None,
+                )->pd.DataFrame:
+    "The same linear probe on every layer of `fusion_layers`: test ACC/AUC, val ACC and effective rank per layer."
+    feats = {s: fusion_layers(model, splits[s][0], tokens[s], device=device) for s in ('train', 'val', 'test')}
+    rows = []
+    for layer in feats['test']:
+        rec = probe_features({s: feats[s][layer] for s in feats}, splits, seed, probe_kw)
+        rows.append(dict(layer=layer, test_acc=rec['test_acc'], test_auc=rec['test_auc'], val_acc=rec['val_acc'],
+                         effective_rank=effective_rank(feats['test'][layer]), dim=rec['feature_dim']))
+    return pd.DataFrame(rows)
+
+
 # %% ../nbs/45_pipeline.ipynb #0012
 def demo(out_dir='runs/demo',     # where everything is written
          seeds=(0,),               # one full pipeline per seed (two or more give a paired t-test)
@@ -314,9 +348,11 @@ def demo(out_dir='runs/demo',     # where everything is written
          variants=None,            # which of `VARIANTS` (default: all)
          limit:int|None=None,      # probe on at most this many images per split (default: all)
          probe_epochs:int|None=None, # epochs of the linear probe (default: `linear_probe`'s)
+         stage3:str|None=None,     # a `topocl.train.STAGE3_RECIPES` name (default: `demo_config`'s stage 3)
         )->dict:
     "The main job on the embedded default data: calibration, ROIs, diagrams, every variant's training and probe; the tables."
     kw = {k: v for k, v in dict(epochs=epochs, n_train=n_train).items() if v is not None}
     probe_kw = None if probe_epochs is None else dict(epochs=probe_epochs)
-    return run_experiment(demo_config(str(out_dir), method=method, **kw), seeds=seeds, verbose=verbose, variants=variants,
-                          limit=limit, probe_kw=probe_kw)
+    cfg = demo_config(str(out_dir), method=method, **kw)
+    if stage3: cfg = stage3_recipe(cfg, stage3)
+    return run_experiment(cfg, seeds=seeds, verbose=verbose, variants=variants, limit=limit, probe_kw=probe_kw)

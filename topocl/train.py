@@ -24,7 +24,7 @@ from .callbacks import (StepInfo, NonFiniteLossError, NonFiniteGuard, ProgressBa
                               TensorBoardLog)
 
 # %% auto #0
-__all__ = ['AMP_DTYPES', 'STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Stage3Config', 'Config', 'config_from_dict', 'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config', 'warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'STAGE3_PARTS', 'load_training_images', 'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'stage3_param_groups', 'capture_fusion', 'unimodal_loss', 'stage3_terms', 'stage3_loss', 'Trainer', 'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config', 'paper_config']
+__all__ = ['AMP_DTYPES', 'STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'STAGE3_RECIPES', 'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Stage3Config', 'Config', 'config_from_dict', 'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config', 'stage3_recipe', 'warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'STAGE3_PARTS', 'load_training_images', 'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'stage3_param_groups', 'capture_fusion', 'unimodal_loss', 'cross_modal_loss', 'stage3_terms', 'stage3_loss', 'Trainer', 'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config', 'paper_config']
 
 # %% ../nbs/30_train.ipynb #0006
 @dataclass
@@ -100,6 +100,7 @@ class Stage3Config:
     hinge_range:list = field(default_factory=lambda: [0.05, 0.5])  # [lo, hi] of the hinge
     z_loss:float = 0.0             # of `topocl.moe.router_z_loss` (ST-MoE)
     unimodal:float = 0.0           # weight of a contrastive (NT-Xent) term on each modality's projected features v and t
+    cross_modal:float = 0.0        # weight of an NT-Xent term that pairs one view's v with the other view's t (and back)
 
 # %% ../nbs/30_train.ipynb #0007
 STAGES = {1: 'visual pretraining', 2: 'topology pretraining', 3: 'joint fine-tuning'}
@@ -326,7 +327,7 @@ def validate_config(cfg:Config, stage:int|None=None)->Config:
         check(v is None or (_num(v) and math.isfinite(v) and v > 0), f'stage3.{k}', 'None or > 0', v)
     check(s3.weight_decay is None or (_num(s3.weight_decay) and s3.weight_decay >= 0), 'stage3.weight_decay', 'None or >= 0',
           s3.weight_decay)
-    for k in ('importance', 'switch', 'hinge', 'z_loss', 'unimodal'):
+    for k in ('importance', 'switch', 'hinge', 'z_loss', 'unimodal', 'cross_modal'):
         v = getattr(s3, k)
         check(_num(v) and math.isfinite(v) and v >= 0, f'stage3.{k}', '>= 0 (0: off)', v)
     check(_is_band(s3.hinge_range), 'stage3.hinge_range', '[lo, hi] with 0 <= lo < hi <= 1', s3.hinge_range)
@@ -339,6 +340,26 @@ def validate_config(cfg:Config, stage:int|None=None)->Config:
     except (ValueError, TypeError) as e: errs.append(f"model.{e}")
     if errs: raise ValueError('invalid config: ' + '; '.join(errs))
     return cfg
+
+# %% ../nbs/30_train.ipynb #8a3c9d2c
+# every stage-3 setting, as the paper writes it: one learning rate, a plain softmax gate, no dropout, no extra term
+_PAPER_STAGE3 = {'model.gate_temperature': 1.0, 'model.gate_dropout': 0.0, 'model.expert_dropout': 0.0,
+                 'model.gate_init': 'default', 'model.modality_dropout': 0.0,
+                 **{f'stage3.{f.name}': f.default for f in fields(Stage3Config) if f.name != 'hinge_range'},
+                 'stage3.hinge_range': [0.05, 0.5]}
+STAGE3_RECIPES = {
+    'paper': _PAPER_STAGE3,
+    # the authors' release (scripts/stage3_finetune.py, models/moe_fusion.py, utils/training.py), read, not run
+    'authors': {**_PAPER_STAGE3, 'stage3.lr_visual': 1e-5, 'stage3.lr_topology': 2e-4, 'stage3.lr_fusion': 5e-4,
+                'stage3.weight_decay': 1e-4, 'stage3.clip_norm': 1.0, 'model.gate_temperature': 2.0,
+                'model.gate_dropout': 0.15, 'model.expert_dropout': 0.15, 'model.gate_init': 'small', 'stage3.hinge': 0.015},
+}
+
+def stage3_recipe(cfg:Config, name:str)->Config:
+    "`cfg` with every stage-3 setting (the fusion's regularisers and the `stage3` section) taken from `STAGE3_RECIPES[name]`."
+    if name not in STAGE3_RECIPES: raise ValueError(f"stage3 recipe: expected one of {', '.join(STAGE3_RECIPES)}, got {name!r}")
+    return apply_overrides(cfg, STAGE3_RECIPES[name])
+
 
 # %% ../nbs/30a_runtime.ipynb #0017
 def warmup_cosine(step:int,          # optimizer steps taken so far
@@ -729,15 +750,22 @@ def unimodal_loss(a:MoEOutput, b:MoEOutput, # the fusion's outputs for two views
     with torch.autocast(device_type=a.v.device.type, enabled=False):
         return 0.5 * (nt(a.v.float(), b.v.float()) + nt(a.t.float(), b.t.float()))
 
+def cross_modal_loss(a:MoEOutput, b:MoEOutput, temperature:float=0.1)->torch.Tensor:
+    "NT-Xent pairing view a's visual features with view b's topology features and back, halved: each modality must predict the other."
+    nt = NTXentLoss(temperature=temperature, gather_distributed=True)
+    with torch.autocast(device_type=a.v.device.type, enabled=False):
+        return 0.5 * (nt(a.v.float(), b.t.float()) + nt(a.t.float(), b.v.float()))
+
 def stage3_terms(outs:list, # `MoEOutput`s of one step (`capture_fusion`)
                  s:Stage3Config,
                 )->dict:
-    "The fusion's extra terms of one step, unweighted: every balance term (mean over the views) and, if on, the unimodal one."
+    "The fusion's extra terms of one step, unweighted: every balance term (mean over the views), the unimodal and cross-modal ones if on."
     per_view = [balance_terms(o, tuple(s.hinge_range)) for o in outs]
     terms = {k: torch.stack([t[k] for t in per_view]).mean() for k in BALANCE_TERMS}
-    if s.unimodal > 0:
-        if len(outs) < 2: raise ValueError(f"stage3.unimodal needs the fusion's outputs of two views, got {len(outs)}")
-        terms['unimodal'] = unimodal_loss(outs[0], outs[1])
+    for name, fn in (('unimodal', unimodal_loss), ('cross_modal', cross_modal_loss)):
+        if getattr(s, name) <= 0: continue
+        if len(outs) < 2: raise ValueError(f"stage3.{name} needs the fusion's outputs of two views, got {len(outs)}")
+        terms[name] = fn(outs[0], outs[1])
     return terms
 
 def stage3_loss(loss:torch.Tensor, terms:dict, s:Stage3Config)->torch.Tensor:
