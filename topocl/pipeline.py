@@ -14,7 +14,7 @@ from .data import save_json_atomic
 from .roi import get_extractor
 from .persistence import TokenMaker, Tokens
 from .model import TopoCLModel, load_checkpoint, load_pretrained, save_checkpoint, cost_breakdown
-from .train import (Config, train_stage, demo_config, config_to_dict, epochs_of, calibration_path, seed_everything,
+from .train import (Config, train_stage, demo_config, config_to_dict, apply_overrides, epochs_of, calibration_path, seed_everything,
                           check_pretrained, stage_weights, seeded, stage3_recipe)
 from .evaluate import (probe_checkpoint, load_splits, summarize, compare_variants, save_table, plot_gates,
                              ph_vectors, linear_probe, extract_features, preprocess, effective_rank)
@@ -24,7 +24,7 @@ __all__ = ['METRICS', 'VARIANTS', 'CONTROLS', 'REPRESENTATIONS', 'PROBES', 'COMP
            'seed_config', 'stage_flops', 'equal_time_epochs', 'train_variants', 'run_seconds', 'compute_of',
            'probe_tokens', 'probe_features', 'probe_variants', 'run_seed', 'choose_headline', 'compare_controls',
            'variants_text', 'comparison_text', 'gate_table', 'run_experiment', 'stage3_start', 'fusion_diagnosis',
-           'fusion_layers', 'probe_layers', 'demo']
+           'fusion_layers', 'probe_layers', 'stage3_ablation', 'ablation_table', 'plot_ablation', 'demo']
 
 # %% ../nbs/45_pipeline.ipynb #0006
 METRICS = ('test_acc', 'test_auc')  # what the paper reports: accuracy and macro AUC on the test split
@@ -255,7 +255,6 @@ def run_experiment(cfg:Config,               # the experiment's config (dataset,
     files = [*save_table(res, out/'results'), *save_table(summary, out/'summary'), *save_table(comparison, out/'comparison')]
     gates = gate_table(records)
     if len(gates):
-        import matplotlib; matplotlib.use('Agg', force=False)
         import matplotlib.pyplot as plt
         ax = plot_gates(gates); ax.figure.savefig(out/'gates.png', dpi=120, bbox_inches='tight'); plt.close(ax.figure)
         files += [*save_table(gates, out/'gates'), out/'gates.png']
@@ -317,7 +316,7 @@ def fusion_layers(model:TopoCLModel,  # a fused model
                 vis, topo = model.forward_visual(x), model.forward_topology(tok, pad)
                 o = f(vis, topo)
                 experts = f.expert_outputs(o.v, o.t)
-                rows = dict(visual=vis, topology=topo, v=o.v, t=o.t,
+                rows = dict(visual=vis, topology=topo, concat=torch.cat([vis, topo], 1), v=o.v, t=o.t,
                             **{f'expert_{e}': experts[:, i] for i, e in enumerate(f.experts)}, fused=o.fused, z=o.z)
                 for k, v in rows.items(): out.setdefault(k, []).append(v.float().cpu())
     finally: model.train(was)
@@ -336,6 +335,104 @@ def probe_layers(model:TopoCLModel, # a fused model
         rows.append(dict(layer=layer, test_acc=rec['test_acc'], test_auc=rec['test_auc'], val_acc=rec['val_acc'],
                          effective_rank=effective_rank(feats['test'][layer]), dim=rec['feature_dim']))
     return pd.DataFrame(rows)
+
+
+# %% ../nbs/45_pipeline.ipynb #7c982462
+def _layer_record(model, splits, tokens, seed, probe_kw):
+    L = probe_layers(model, splits, tokens, seed, probe_kw).set_index('layer')
+    out = {f'{k}_acc': float(L.test_acc[k]) for k in L.index}
+    out.update({f'{k}_auc': float(L.test_auc[k]) for k in ('visual', 'topology', 'concat', 'fused')})
+    out.update({f'{k}_val_acc': float(L.val_acc[k]) for k in ('visual', 'topology', 'concat', 'fused')})
+    out.update({f'{k}_rank': float(L.effective_rank[k]) for k in ('visual', 'topology', 'fused')})
+    return out
+
+def _gate_record(model, splits, tokens):
+    "Mean gate weight per expert and mean gate entropy on the test split."
+    x, t = splits['test'][0], tokens['test']
+    g = extract_features(model, x, 'fused', t.tokens, t.pad).gates.astype(np.float64)
+    ent = float(-(g * np.log(np.clip(g, 1e-12, None))).sum(1).mean())
+    return {'gate_entropy': ent, **{f'gate_{e}': float(w) for e, w in zip(model.fusion.experts, g.mean(0))}}
+
+def stage3_ablation(cfg:Config,             # the experiment's config (stages 1 and 2 of `seed` already trained)
+                    settings:dict,          # {name: dotted overrides of the stage-3 fields}, e.g. `STAGE3_RECIPES`
+                    seed:int,               # whose stage-1/2 weights every setting starts from
+                    out_dir,                # the experiment folder; each setting trains into seed{seed}/stage3-{name}
+                    splits:dict|None=None, probe_kw:dict|None=None, cache_dir=None,
+                    empty_diagrams:bool=False, # the no-diagrams control of each setting (training and probe)
+                    resume:bool=True,
+                    start:bool=True,        # also probe the untrained start (the first row)
+                   )->pd.DataFrame:
+    "Stage 3 once per setting from the same stage-1/2 weights and views; every layer probed: one row per setting (and the start)."
+    cfg, d = seed_config(cfg, seed, out_dir), cfg.data
+    if splits is None: splits = load_splits(d.name, d.root, d.size, **{k: v for k, v in d.options.items() if k != 'n'})
+    tokens = probe_tokens(cfg, splits, cache_dir)
+    if empty_diagrams: tokens = {s: t.emptied() for s, t in tokens.items()}
+    rows = []
+    if start:
+        m0 = stage3_start(cfg)
+        rows.append(dict(setting='start', seed=seed, no_diagrams=empty_diagrams, epochs=0, steps=0, train_seconds=0.0,
+                         **_layer_record(m0, splits, tokens, seed, probe_kw), **_gate_record(m0, splits, tokens)))
+    for name, over in settings.items():
+        tag = name + ('-no-diagrams' if empty_diagrams else '')
+        run = apply_overrides(cfg, {**over, 'out_dir': str(Path(cfg.out_dir)/f'stage3-{tag}'),
+                                    'visual_ckpt': str(stage_weights(cfg, 1)), 'topology_ckpt': str(stage_weights(cfg, 2)),
+                                    'augment.calibration': str(calibration_path(cfg)), 'augment.empty_diagrams': empty_diagrams})
+        r = train_stage(3, run, resume=resume)
+        model = load_checkpoint(r.weights)
+        per_epoch = {k: [m.get(k) for m in r.metrics] for k in r.metrics[-1] if k.startswith(('gate_train_', 'loss', 'eff_rank'))}
+        rows.append(dict(setting=name, seed=seed, no_diagrams=empty_diagrams, epochs=r.epochs_done,
+                         steps=int(r.metrics[-1]['steps']), train_seconds=run_seconds(r),
+                         **_layer_record(model, splits, tokens, seed, probe_kw), **_gate_record(model, splits, tokens),
+                         per_epoch=per_epoch))
+    return pd.DataFrame(rows)
+
+
+# %% ../nbs/45_pipeline.ipynb #5f2e85a2
+def ablation_table(rows:pd.DataFrame, # `stage3_ablation` rows (several seeds)
+                  )->pd.DataFrame:
+    "Per setting: test ACC of each representation (mean ± std over seeds, %), the fused AUC and rank, the gate, and the training behind it."
+    g = rows.groupby('setting', sort=False)
+    ms = lambda x: f"{100 * x.mean():.2f}" + (f" ± {100 * x.std():.2f}" if len(x) > 1 else '')
+    out = pd.DataFrame({'fused': g.fused_acc.agg(ms), 'visual': g.visual_acc.agg(ms), 'topology': g.topology_acc.agg(ms),
+                        'concat': g.concat_acc.agg(ms), 'fused AUC': g.fused_auc.agg(ms),
+                        'fused rank': g.fused_rank.mean().round(1), 'gate visual': g.gate_visual.mean().round(3),
+                        'gate topology': g.gate_topology.mean().round(3), 'gate entropy': g.gate_entropy.mean().round(2),
+                        'epochs': g.epochs.max(), 'steps': g.steps.max(), 'seconds': g.train_seconds.mean().round(0),
+                        'seeds': g.seed.nunique()})
+    return out.rename_axis('stage 3')
+
+def plot_ablation(rows:pd.DataFrame, # `stage3_ablation` rows, with their per-epoch logs
+                  settings=None,      # which settings to draw (default: all but the start)
+                 ):
+    "Three panels: each representation's test ACC per setting; the topology expert's gate mass and the fused vector's effective rank over stage-3 epochs."
+    import matplotlib.pyplot as plt
+    settings = [s for s in (settings or rows.setting.unique()) if s != 'start']
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.8))
+    bars = (['start'] if (rows.setting == 'start').any() else []) + settings
+    xs = np.arange(len(bars))
+    for j, (layer, colour) in enumerate((('fused', 'C3'), ('visual', 'C0'), ('topology', 'C2'), ('concat', 'C7'))):
+        means = [100 * rows[rows.setting == s][f'{layer}_acc'].mean() for s in bars]
+        ax[0].bar(xs + (j - 1.5) * 0.2, means, 0.2, color=colour, label=layer)
+        for i, s in enumerate(bars):
+            ax[0].plot([i + (j - 1.5) * 0.2] * (rows.setting == s).sum(), 100 * rows[rows.setting == s][f'{layer}_acc'], 'k.', ms=3)
+    ax[0].set_xticks(xs, bars, rotation=30, ha='right')
+    ax[0].set(ylabel='test ACC (%)', ylim=(50, 100), title='probe of each representation')
+    ax[0].legend(fontsize=8, ncol=2, loc='lower left')
+    start = rows[rows.setting == 'start']
+    for k, a in (('gate_topology', ax[1]), ('fused_rank', ax[2])):
+        if len(start): a.axhline(start[k].mean(), color='k', ls='--', lw=1, label='start (test images)')
+    for i, s in enumerate(settings):
+        r = rows[rows.setting == s]
+        for k, a in (('gate_train_topology', ax[1]), ('eff_rank', ax[2])):
+            curves = [p[k] for p in r.per_epoch if isinstance(p, dict) and k in p]
+            if curves: a.plot(np.arange(1, len(curves[0]) + 1), np.mean(curves, axis=0), marker='o', ms=3, color=f'C{i % 10}', label=s)
+    ax[1].set(xlabel='stage-3 epoch', ylabel='mean gate weight', title='topology expert (training batches)')
+    ax[1].axhline(0.05, color='grey', lw=0.8, ls=':')
+    ax[2].set(xlabel='stage-3 epoch', ylabel='effective rank', title='fused vector (validation images)')
+    ax[2].legend(fontsize=7, loc='upper right')
+    for a in ax[1:]: a.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    fig.tight_layout()
+    return fig
 
 
 # %% ../nbs/45_pipeline.ipynb #0012
