@@ -395,12 +395,12 @@ def test_stage3_settings_reach_the_optimizer_and_the_logs(tmp_path):
     row = res.metrics[-1]
     for k in ('loss_importance', 'loss_switch', 'loss_hinge', 'loss_z_loss', 'loss_unimodal', 'loss_cross_modal', 'loss_ssl'):
         assert np.isfinite(row[k]), k
-    assert abs(sum(v for k, v in row.items() if k.startswith('gate_train_')) - 1) < 1e-4
+    assert abs(sum(v for k, v in row.items() if k.startswith('train_gate_')) - 1) < 1e-4
     # the logged total is the method's loss plus each term times its coefficient
     assert abs(row['loss'] - (row['loss_ssl'] + 0.1 * row['loss_importance'] + 0.5 * row['loss_unimodal']
                               + 0.5 * row['loss_cross_modal'])) < 1e-3
     header = (res.dir / 'metrics.csv').read_text().splitlines()[0]
-    assert 'loss_importance' in header and 'gate_train_visual' in header
+    assert 'loss_importance' in header and 'train_gate_visual' in header
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     ev = EventAccumulator(str(res.dir / 'tensorboard')).Reload()
     assert 'stage3/loss_importance' in ev.Tags()['scalars']

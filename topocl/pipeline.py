@@ -379,7 +379,7 @@ def stage3_ablation(cfg:Config,             # the experiment's config (stages 1 
                                     'augment.calibration': str(calibration_path(cfg)), 'augment.empty_diagrams': empty_diagrams})
         r = train_stage(3, run, resume=resume)
         model = load_checkpoint(r.weights)
-        per_epoch = {k: [m.get(k) for m in r.metrics] for k in r.metrics[-1] if k.startswith(('gate_train_', 'loss', 'eff_rank'))}
+        per_epoch = {k: [m.get(k) for m in r.metrics] for k in r.metrics[-1] if k.startswith(('train_gate_', 'loss', 'eff_rank'))}
         rows.append(dict(setting=name, seed=seed, no_diagrams=empty_diagrams, epochs=r.epochs_done,
                          steps=int(r.metrics[-1]['steps']), train_seconds=run_seconds(r),
                          **_layer_record(model, splits, tokens, seed, probe_kw), **_gate_record(model, splits, tokens),
@@ -423,7 +423,7 @@ def plot_ablation(rows:pd.DataFrame, # `stage3_ablation` rows, with their per-ep
         if len(start): a.axhline(start[k].mean(), color='k', ls='--', lw=1, label='start (test images)')
     for i, s in enumerate(settings):
         r = rows[rows.setting == s]
-        for k, a in (('gate_train_topology', ax[1]), ('eff_rank', ax[2])):
+        for k, a in (('train_gate_topology', ax[1]), ('eff_rank', ax[2])):
             curves = [p[k] for p in r.per_epoch if isinstance(p, dict) and k in p]
             if curves: a.plot(np.arange(1, len(curves[0]) + 1), np.mean(curves, axis=0), marker='o', ms=3, color=f'C{i % 10}', label=s)
     ax[1].set(xlabel='stage-3 epoch', ylabel='mean gate weight', title='topology expert (training batches)')

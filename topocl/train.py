@@ -804,7 +804,7 @@ class Trainer:
         self.step_logs = {f'loss_{k}': float(v.detach()) for k, v in terms.items()}
         self.step_logs['loss_ssl'] = float(loss.detach())
         mass = torch.cat([o.gates.detach().float() for o in outs]).mean(0)
-        self.step_logs.update({f'gate_train_{e}': float(m) for e, m in zip(self.method.encoder.fusion.experts, mass)})
+        self.step_logs.update({f'train_gate_{e}': float(m) for e, m in zip(self.method.encoder.fusion.experts, mass)})
         return stage3_loss(loss, terms, self.cfg.stage3)
 
     def fit(self,
