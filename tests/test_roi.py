@@ -1,5 +1,5 @@
 "Integration tests for topocl.roi: bad input, the fallback rule, the on-disk cache, SAM checkpoints, real data."
-import os, json, warnings
+import os, json, sys, warnings
 from pathlib import Path
 import numpy as np
 import pytest
@@ -199,10 +199,15 @@ def test_cache_dir_created(tmp_path):
     r = compute_rois(make_synthetic(2, size=28).images, 'otsu', cache_dir=d, cache_key=KEY, progress=False)
     assert r.path.parent == d and r.path.name.startswith('roi-otsu-synthetic_train_28-')
 
-def test_progress_bar(capsys):
-    compute_rois(make_synthetic(3, size=28).images, 'otsu', progress=True)
-    err = capsys.readouterr()
-    assert 'ROI otsu' in err.err and "3 images, 0 fell back" in err.out + err.err
+def test_progress_bar_only_on_a_terminal(capsys, monkeypatch):
+    "Piped or logged, one summary line and no bar; on a terminal, the bar too."
+    imgs = make_synthetic(3, size=28).images
+    compute_rois(imgs, 'otsu', progress=True)
+    got = capsys.readouterr()
+    assert 'ROI otsu' not in got.err and '\r' not in got.out + got.err and "3 images, 0 fell back" in got.out + got.err
+    monkeypatch.setattr(sys.stderr, 'isatty', lambda: True, raising=False)
+    compute_rois(imgs, 'otsu', progress=True)
+    assert 'ROI otsu' in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- packed masks

@@ -96,7 +96,7 @@ def test_submitit_local_executor_runs_the_array(tmp_path, cache_env):
     assert a.test_acc.tolist() == b.test_acc.tolist()             # the run id names the same computation
 
 def test_a_killed_run_resumes(tmp_path, cache_env):
-    "SIGKILL the sweep (and its run) during stage 1; the rerun continues the stage from its checkpoint and finishes."
+    "SIGKILL the sweep (and its run) during stage 1; of two reruns started at once, one continues the stage from its checkpoint, the other skips it."
     g = grid_file(tmp_path, methods=['simclr'], seeds=[0], variants=['baseline'], overrides=['train.epochs=6', 'tensorboard=false'])
     env = {**os.environ, 'OMP_NUM_THREADS': '1', **cache_env}
     p = subprocess.Popen(['topocl', 'sweep', str(g), '--results', str(tmp_path/'res'), '--runner', 'python'], env=env,
@@ -109,8 +109,14 @@ def test_a_killed_run_resumes(tmp_path, cache_env):
     time.sleep(1)
     row = S.load_manifest(tmp_path/'res').iloc[0].to_dict()
     assert S.run_status(tmp_path/'res', row) == 'started'
-    r = topocl('sweep', g, '--results', tmp_path/'res', '--runner', 'python', env=cache_env)
-    assert '1 done' in r.stdout
+    # the killed holders' locks are taken over; the rerun is started twice at once and only one of the two trains
+    two = [subprocess.Popen(['topocl', 'sweep', str(g), '--results', str(tmp_path/'res'), '--runner', 'python'], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in two]
+    assert [p.returncode for p in two] == [0, 0], outs
+    said = ''.join(o + e for o, e in outs)
+    assert said.count(f'skipped {rid}: another process runs it (topocl sweep, run {rid} on host') == 1, said
+    assert S.run_status(tmp_path/'res', row) == 'done'
     log = (tmp_path/'res'/'runs'/rid/'log.txt').read_text()
     assert log.count(f'run {rid} (') == 2 and 'resuming from' in log     # two attempts, the second resumed
 

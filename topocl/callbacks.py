@@ -62,7 +62,8 @@ class ProgressBar(Callback):
     order = 1
     def on_epoch_start(self, trainer, epoch):
         self.bar = tqdm(total=trainer.steps, desc=f"stage {trainer.stage} epoch {epoch+1}/{trainer.epochs}", leave=False,
-                        disable=not (trainer.info.is_main and trainer.cfg.progress), file=sys.stdout)
+                        # None: no bar when stdout is not a terminal (`topocl demo > log.txt`); ConsoleLog still prints each epoch
+                        disable=None if trainer.info.is_main and trainer.cfg.progress else True, file=sys.stdout)
     def on_step_end(self, trainer, s): self.bar.update(); self.bar.set_postfix(loss=f"{s.loss:.4f}", lr=f"{s.lr:.2e}")
     def on_epoch_end(self, trainer, epoch, row): self.bar.close()
 

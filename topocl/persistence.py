@@ -15,6 +15,7 @@ import torch
 import gudhi
 from .data import as_float_image, atomic_write
 from .roi import compute_rois, get_extractor
+from .lock import cache_lock
 
 
 # %% auto #0
@@ -442,18 +443,31 @@ def compute_diagrams(images, # (N,H,W) or (N,H,W,3) array (memory-mapped is fine
     if backend not in BACKENDS: raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     _check_images(images, masks)
     if scales is not None: scales = _check_scales(scales)
-    key, path = None, None
-    if cache_dir is not None:
-        if not isinstance(cache_key, dict) or not cache_key:
-            raise ValueError("cache_key: with cache_dir, give a dict naming the dataset, split, size and ROI method")
-        key = diagrams_cache_key(images, masks, superlevel, backend, scales, cache_key)
-        path = cache_path(cache_dir, key)
-        if path.exists():
-            try:
-                ds = DiagramSet.load(path)
-                if json.loads(json.dumps(ds.key)) == json.loads(json.dumps(key, default=str)): return ds
-                warnings.warn(f"{path}: stored key differs from the requested one; recomputing")
-            except ValueError as e: warnings.warn(f"{e}; recomputing")
+    if cache_dir is None: return _diagrams(images, masks, superlevel, n_jobs, chunk_size, backend, scales, None, progress)
+    if not isinstance(cache_key, dict) or not cache_key:
+        raise ValueError("cache_key: with cache_dir, give a dict naming the dataset, split, size and ROI method")
+    key = diagrams_cache_key(images, masks, superlevel, backend, scales, cache_key)
+    path = cache_path(cache_dir, key)
+    if (ds := _cached_diagrams(path, key)) is not None: return ds
+    # one process computes a cache file; another one waits for it, then reads it
+    with cache_lock(path):
+        if (ds := _cached_diagrams(path, key)) is not None: return ds
+        ds = _diagrams(images, masks, superlevel, n_jobs, chunk_size, backend, scales, key, progress)
+        ds.save(path)
+    return ds
+
+def _cached_diagrams(path:Path, key:dict)->DiagramSet|None:
+    "The stored set of `key` at `path`, or None (with a warning if a file there is unreadable or for another key)."
+    if not path.exists(): return None
+    try:
+        ds = DiagramSet.load(path)
+        if json.loads(json.dumps(ds.key)) == json.loads(json.dumps(key, default=str)): return ds
+        warnings.warn(f"{path}: stored key differs from the requested one; recomputing")
+    except ValueError as e: warnings.warn(f"{e}; recomputing")
+    return None
+
+def _diagrams(images, masks, superlevel, n_jobs, chunk_size, backend, scales, key, progress)->DiagramSet:
+    "Diagrams of all images in parallel chunks, with a progress bar on a terminal."
     n = len(images)
     workers = _n_workers(n_jobs)
     px = int(np.prod(np.asarray(images[0]).shape[:2]))
@@ -472,12 +486,11 @@ def compute_diagrams(images, # (N,H,W) or (N,H,W,3) array (memory-mapped is fine
             delayed(task)(*j, tune=True) for j in jobs)
     from tqdm.auto import tqdm
     parts = []
-    with tqdm(total=n, disable=not progress, desc='persistence', unit='img') as bar:
+    # tqdm's disable=None: no bar when stderr is not a terminal (a log file, a pipe)
+    with tqdm(total=n, disable=None if progress else True, desc='persistence', unit='img') as bar:
         for s, r in zip(starts, results):
             parts.append(r); bar.update(min(chunk_size, n - s))
-    ds = DiagramSet(*_join(parts), scales=scales or (1.0,), key=key)
-    if path is not None: ds.save(path)
-    return ds
+    return DiagramSet(*_join(parts), scales=scales or (1.0,), key=key)
 
 # %% ../nbs/02_persistence.ipynb #5347f5a0
 FILTRATIONS = ('sublevel', 'superlevel')

@@ -4,13 +4,14 @@
 
 # %% ../nbs/45_pipeline.ipynb #0002
 from __future__ import annotations
-import os, tempfile, time
+import contextlib, os, tempfile, time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch
 
 from .data import save_json_atomic
+from .lock import FolderLock
 from .roi import get_extractor
 from .persistence import TokenMaker, Tokens
 from .model import TopoCLModel, load_checkpoint, load_pretrained, save_checkpoint, cost_breakdown
@@ -236,33 +237,35 @@ def run_experiment(cfg:Config,               # the experiment's config (dataset,
                   )->dict:
     "Every seed's training runs and probes, then results, summary, comparison (JSON and CSV), gates.png."
     out = Path(out_dir or cfg.out_dir); out.mkdir(parents=True, exist_ok=True)
-    seeds, variants = [int(s) for s in seeds], check_variants(variants)
-    if not seeds: raise ValueError('seeds: give at least one seed')
-    d = cfg.data
-    splits = load_splits(d.name, d.root, d.size, limit, **{k: v for k, v in d.options.items() if k != 'n'})
-    save_json_atomic(out/'experiment.json', dict(config=config_to_dict(cfg), seeds=seeds, variants=list(variants),
-                                                 probe_kw=probe_kw, limit=limit))
-    records, t0 = [], time.perf_counter()
-    for seed in seeds:
-        if verbose: print(f'== seed {seed}: training for {len(variants)} variant(s), then probes', flush=True)
-        records += run_seed(cfg, seed, out, splits, probe_kw, resume, cache_dir=out/'cache', variants=variants)
-    if not is_main_process(): return dict(records=pd.DataFrame(), files=[], seconds=time.perf_counter() - t0)
-    res = pd.DataFrame(records)
-    head = choose_headline(res)
-    res['headline'] = [head.get((r.dataset, r.method)) == r.variant for r in res.itertuples()]
-    comparison = compare_controls(res)
-    summary = summarize(res, metrics=METRICS + ('val_acc', 'train_seconds', 'train_steps'))
-    files = [*save_table(res, out/'results'), *save_table(summary, out/'summary'), *save_table(comparison, out/'comparison')]
-    gates = gate_table(records)
-    if len(gates):
-        import matplotlib.pyplot as plt
-        ax = plot_gates(gates); ax.figure.savefig(out/'gates.png', dpi=120, bbox_inches='tight'); plt.close(ax.figure)
-        files += [*save_table(gates, out/'gates'), out/'gates.png']
-    chosen = ', '.join(f"{k[0]}/{k[1]}: {v}" for k, v in head.items()) or 'none'
-    text = f"{variants_text(res)}\n\nTopoCL's headline (chosen on validation accuracy): {chosen}\n\n{comparison_text(comparison)}"
-    if verbose: print(f'\n{text}\n\n{len(seeds)} seed(s), {time.perf_counter()-t0:.0f} s; results in {out}')
-    return dict(records=res, comparison=comparison, gates=gates, headline=head, table=text,
-                files=[str(f) for f in files], seconds=time.perf_counter() - t0)
+    # one experiment per folder: a second process into the same folder fails here, naming this one
+    with FolderLock(out, what='topocl experiment') if is_main_process() else contextlib.nullcontext():
+        seeds, variants = [int(s) for s in seeds], check_variants(variants)
+        if not seeds: raise ValueError('seeds: give at least one seed')
+        d = cfg.data
+        splits = load_splits(d.name, d.root, d.size, limit, **{k: v for k, v in d.options.items() if k != 'n'})
+        save_json_atomic(out/'experiment.json', dict(config=config_to_dict(cfg), seeds=seeds, variants=list(variants),
+                                                     probe_kw=probe_kw, limit=limit))
+        records, t0 = [], time.perf_counter()
+        for seed in seeds:
+            if verbose: print(f'== seed {seed}: training for {len(variants)} variant(s), then probes', flush=True)
+            records += run_seed(cfg, seed, out, splits, probe_kw, resume, cache_dir=out/'cache', variants=variants)
+        if not is_main_process(): return dict(records=pd.DataFrame(), files=[], seconds=time.perf_counter() - t0)
+        res = pd.DataFrame(records)
+        head = choose_headline(res)
+        res['headline'] = [head.get((r.dataset, r.method)) == r.variant for r in res.itertuples()]
+        comparison = compare_controls(res)
+        summary = summarize(res, metrics=METRICS + ('val_acc', 'train_seconds', 'train_steps'))
+        files = [*save_table(res, out/'results'), *save_table(summary, out/'summary'), *save_table(comparison, out/'comparison')]
+        gates = gate_table(records)
+        if len(gates):
+            import matplotlib.pyplot as plt
+            ax = plot_gates(gates); ax.figure.savefig(out/'gates.png', dpi=120, bbox_inches='tight'); plt.close(ax.figure)
+            files += [*save_table(gates, out/'gates'), out/'gates.png']
+        chosen = ', '.join(f"{k[0]}/{k[1]}: {v}" for k, v in head.items()) or 'none'
+        text = f"{variants_text(res)}\n\nTopoCL's headline (chosen on validation accuracy): {chosen}\n\n{comparison_text(comparison)}"
+        if verbose: print(f'\n{text}\n\n{len(seeds)} seed(s), {time.perf_counter()-t0:.0f} s; results in {out}')
+        return dict(records=res, comparison=comparison, gates=gates, headline=head, table=text,
+                    files=[str(f) for f in files], seconds=time.perf_counter() - t0)
 
 # %% ../nbs/45_pipeline.ipynb #55fceb22
 def stage3_start(cfg:Config)->TopoCLModel:

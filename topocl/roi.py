@@ -12,7 +12,9 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 from tqdm import tqdm
+from contextlib import nullcontext
 from .data import BT601, atomic_write, check_image, to_float, to_gray
+from .lock import cache_lock
 
 # %% auto #0
 __all__ = ['SAM_CHECKPOINT_URLS', 'SAM_CHECKPOINT_ENV', 'EXTRACTORS', 'ROIExtractor', 'FullImageROI', 'drop_small_components',
@@ -454,18 +456,23 @@ def compute_rois(images,                  # (N,H,W) gray or (N,H,W,3) RGB, uint8
     images = check_image(images, 'images', stacked=True)
     key = roi_cache_key(ex, images, cache_key)
     path = roi_cache_path(cache_dir, key) if cache_dir is not None else None
-    if path is not None and (res := _load(path, key)) is not None:
-        if progress: tqdm.write(res.summary())
-        return res
+    cached = lambda: _load(path, key) if path is not None else None
+    if (res := cached()) is None:
+        # one process computes a cache file; another one waits for it, then reads it
+        with cache_lock(path) if path is not None else nullcontext():
+            if (res := cached()) is None:
+                res = _extract_all(images, ex, int(batch_size or ex.batch_size), key, path, progress)
+                if path is not None: _save(path, res)
+    if progress: tqdm.write(res.summary())
+    return res
+
+def _extract_all(images, ex, bs, key, path, progress)->ROIResult:
     n, h, w = images.shape[:3]
-    bs = int(batch_size or ex.batch_size)
     packed, fell = np.empty((n, (h*w + 7)//8), np.uint8), np.zeros(n, bool)
-    with tqdm(total=n, desc=f'ROI {ex.name}', unit='img', disable=not progress) as bar:
+    # tqdm's disable=None: no bar when stderr is not a terminal (a log file, a pipe)
+    with tqdm(total=n, desc=f'ROI {ex.name}', unit='img', disable=None if progress else True) as bar:
         for s in range(0, n, bs):
             m, f = ex.extract_batch(images[s:s+bs])
             packed[s:s+len(m)] = np.packbits(m.reshape(len(m), -1), axis=1); fell[s:s+len(m)] = f
             bar.update(len(m))
-    res = ROIResult(PackedMasks(packed, (n, h, w)), np.flatnonzero(fell).astype(np.int64), key, path, False)
-    if path is not None: _save(path, res)
-    if progress: tqdm.write(res.summary())
-    return res
+    return ROIResult(PackedMasks(packed, (n, h, w)), np.flatnonzero(fell).astype(np.int64), key, path, False)

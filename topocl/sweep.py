@@ -13,6 +13,7 @@ import pandas as pd, submitit, yaml
 
 import topocl
 from .data import atomic_write, save_json_atomic
+from .lock import STALE_AFTER, FolderLock, LockedError, describe
 from .methods import METHODS
 from .moe import EXPERTS
 from .pipeline import REPRESENTATIONS, check_variants
@@ -193,23 +194,34 @@ def run_status(results, row:dict)->str:
     if (out/'failed.json').is_file(): return 'failed'
     return 'started' if out.is_dir() else 'pending'
 
-def _run_logged(cmd:list, log)->int:
-    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+def _run_logged(cmd:list, log, env:dict)->int:
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **env})
     try: return p.wait()
     except BaseException:   # SystemExit from submitit's requeue, KeyboardInterrupt: the run must not outlive us
         p.kill(); p.wait(); raise
 
-def execute_run(row:dict, results, runner:str='papermill', gpus:int=1)->dict:
-    "Run one manifest row unless it is done; returns its `done.json` record (a RuntimeError naming the log if it fails)."
+def execute_run(row:dict, results, runner:str='papermill', gpus:int=1,
+                wait:float=0., # seconds to wait for another process that holds the run (0: skip it at once)
+               )->dict:
+    "Run one manifest row unless it is done or another process runs it; its `done.json` record (a RuntimeError naming the log if it fails)."
     out = Path(results).resolve()/row['out_dir']
-    if (out/'done.json').is_file(): return {**json.loads((out/'done.json').read_text()), 'skipped': True}
+    done = lambda: {**json.loads((out/'done.json').read_text()), 'skipped': True} if (out/'done.json').is_file() else None
+    if rec := done(): return rec
+    lock = FolderLock(out, what=f"topocl sweep, run {row['id']}")
+    try: lock.acquire(wait=wait)
+    except LockedError: return dict(id=row['id'], skipped=True, held_by=describe(lock.holder() or {}))
+    with lock:
+        # the run may have finished between the first look and the lock
+        return done() or _execute_locked(row, results, runner, gpus, out, lock.env())
+
+def _execute_locked(row, results, runner, gpus, out, env):
     out.mkdir(parents=True, exist_ok=True); (out/'failed.json').unlink(missing_ok=True)
     t0, what = time.time(), f"run {row['id']} ({row['dataset']}, {row['method']}, {row['setting']}, seed {row['seed']})"
     with open(out/'log.txt', 'a') as log:
         log.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n")
         for cmd in run_commands(row, results, runner, gpus):
             log.write(f"$ {shlex.join(cmd)}\n"); log.flush()
-            if rc := _run_logged(cmd, log):
+            if rc := _run_logged(cmd, log, env):
                 save_json_atomic(out/'failed.json', dict(id=row['id'], exit_code=rc, command=cmd, log=str(out/'log.txt')))
                 raise RuntimeError(f"{what} failed with exit code {rc}; its log: {out/'log.txt'}")
     rec = dict(id=row['id'], seconds=round(time.time() - t0, 1), runner=runner, finished=time.strftime('%Y-%m-%d %H:%M:%S'))
@@ -234,7 +246,9 @@ class SweepTask(submitit.helpers.Checkpointable):
     "One array task: `execute_run` of a manifest row; requeued by submitit after a time limit or preemption."
     def __init__(self, results, runner:str='papermill', gpus:int=1):
         self.results, self.runner, self.gpus = str(Path(results).resolve()), runner, gpus
-    def __call__(self, row:dict)->dict: return execute_run(row, self.results, self.runner, self.gpus)
+    def __call__(self, row:dict)->dict:
+        # a requeued task may start on another node before its killed predecessor's lock goes stale: wait that long
+        return execute_run(row, self.results, self.runner, self.gpus, wait=2 * STALE_AFTER)
     def checkpoint(self, row:dict):
         # nothing to save here: the stages checkpoint every epoch, so the same call resumes the run
         return submitit.helpers.DelayedSubmission(self, row)
@@ -275,6 +289,7 @@ def _local(rows, results, runner, jobs, say):
     def one(row):
         try: rec = execute_run(row, results, runner)
         except Exception as e: say(f"FAILED {e}"); return e
+        if 'held_by' in rec: say(f"skipped {row['id']}: another process runs it ({rec['held_by']})"); return rec
         say(f"done {row['id']} ({row['dataset']}, {row['method']}, {row['setting']}, seed {row['seed']}) in {rec['seconds']} s")
         return rec
     with ThreadPoolExecutor(max(1, jobs)) as pool: return list(pool.map(one, rows))

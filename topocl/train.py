@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_train.ipynb #0002
 from __future__ import annotations
-import csv, math, os, random, tempfile, time, types, typing, warnings
+import contextlib, csv, math, os, random, tempfile, time, types, typing, warnings
 from functools import partial
 from dataclasses import dataclass, field, fields, asdict, is_dataclass, replace
 from pathlib import Path
@@ -12,6 +12,7 @@ import numpy as np, torch, torch.nn as nn, yaml
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .data import atomic_write, image_tensor, load_dataset, default_cache_dir
+from .lock import FolderLock
 from .roi import EXTRACTORS, SAM_CHECKPOINT_ENV, get_extractor, compute_rois
 from .persistence import PersistenceConfig, TokenMaker
 from .augment import VisualAugment, TopoAugment, Calibration, calibrate
@@ -49,7 +50,7 @@ class AugmentConfig:
     "Topology-aware views (stages 2 and 3)."
     calibration:str|None = None  # a saved calibration (None: calibrate on the training images, saved in out_dir)
     calib_samples:int = 128      # images used when calibrating here
-    calib_exact:bool = True      # exact bottleneck distances (False: GUDHI's approximation, error <= 0.01 in r; needed at 224 px)
+    calib_exact:bool|str = 'auto' # exact bottleneck distances: true, false (GUDHI's approximation, error <= 0.01 in r) or 'auto' (by image size)
     weak_band:list = field(default_factory=lambda: [0.05, 0.15])    # r band of topology-weak views (paper: 5-15%)
     strong_band:list = field(default_factory=lambda: [0.15, 0.25])  # r band of topology-strong views (paper: 15-25%)
     view1:str = 'topo-weak'      # first view of stages 2 and 3: 'topo-weak', 'topo-strong', 'visual-weak' or 'visual-strong'
@@ -298,6 +299,7 @@ def validate_config(cfg:Config, stage:int|None=None)->Config:
                     f"{SAM_CHECKPOINT_ENV}=PATH (the official vit_h weights, sam_vit_h_4b8939.pth, are listed at "
                     f"https://github.com/facebookresearch/segment-anything#model-checkpoints), or use --roi otsu")
     check(_pos_int(a.calib_samples, 4), 'augment.calib_samples', 'an integer >= 4', a.calib_samples)
+    check(a.calib_exact in (True, False, 'auto'), 'augment.calib_exact', "true, false or 'auto'", a.calib_exact)
     if a.calibration and stage in (2, 3) and not Path(a.calibration).is_file():
         errs.append(f"augment.calibration: file {a.calibration} does not exist")
     check(m.name in METHODS, 'method.name', f"one of {', '.join(METHODS)}", m.name)
@@ -814,7 +816,10 @@ class Trainer:
         "Train (or continue) this stage; returns where its outputs are."
         if self.stage == 3: check_pretrained(self.cfg)   # fail before loading any data
         self.info = info = init_distributed(self.cfg.device)
-        try: return self._fit(resume, max_epochs)
+        # one writer per stage folder, taken before anything in it is read or written
+        lock = FolderLock(self.dir, what=f'training stage {self.stage}') if info.is_main else contextlib.nullcontext()
+        try:
+            with lock: return self._fit(resume, max_epochs)
         finally:
             if info.owns_group and dist.is_initialized(): dist.destroy_process_group()
 
@@ -1030,16 +1035,17 @@ def demo_config(out_dir:str='runs/demo',   # where the three stages write
 
 # %% ../nbs/30c_trainer.ipynb #767207ce
 def cpu_config(out_dir:str='runs/cpu',    # where the stages write
-               dataset:str='breastmnist',  # a MedMNIST flag (28 px files from --root or $TOPOCL_DATA)
+               dataset:str='breastmnist',  # a MedMNIST flag (files from --root or $TOPOCL_DATA)
                root:str|None=None,         # data folder
+               size:int=28,                # image side: 28 (MedMNIST) or 64 (MedMNIST+, the `cpu64` preset)
                epochs:int=3,               # epochs of each stage
                max_samples:int|None=256,   # train on at most this many images (the first ones)
                method:str='simclr',
                seed:int=0,
               )->Config:
-    "Real 28 px data on a 2-core CPU: the demo's model and optimisation on the first 256 training images."
+    "Real 28 or 64 px data on a 2-core CPU: the demo's model and optimisation on the first 256 training images."
     cfg = demo_config(out_dir, epochs=epochs, n_train=max_samples, method=method, seed=seed)
-    return replace(cfg, data=DataConfig(name=dataset, root=root, size=28, split='train', max_samples=max_samples))
+    return replace(cfg, data=DataConfig(name=dataset, root=root, size=size, split='train', max_samples=max_samples))
 
 def paper_config(out_dir:str='runs/topocl')->Config:
     "The paper's settings: ResNet-50 at 224 px, 150 epochs per stage, batch 256, and SAM regions of interest."
