@@ -20,11 +20,11 @@ from .persistence import Diagram, PersistenceConfig, relative_bottleneck, roi_ra
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'VISUAL_PRESETS', 'TOPO_OPS', 'DEFAULT_BANDS', 'DEFAULT_OPS', 'DEFAULT_COMBOS',
-           'DEFAULT_T_GRID', 'CALIBRATION_FORMAT', 'CALIBRATION_VERSION', 'channel_stats', 'VisualAugment',
-           'visual_augment', 'op_flip', 'op_rot90', 'op_rotate', 'op_noise', 'op_blur', 'op_contrast', 'op_brightness',
-           'op_dilation', 'op_erosion', 'TopoOp', 'apply_ops', 'view_r', 'entry_key', 'Calibration', 'calibrate',
-           'plot_calibration', 'TopoAugment', 'validate', 'band_summary', 'parse_band', 'default_calibration_path',
-           'run_calibration']
+           'DEFAULT_T_GRID', 'CALIBRATION_FORMAT', 'CALIBRATION_VERSION', 'AUTO_EXACT_PIXELS', 'channel_stats',
+           'VisualAugment', 'visual_augment', 'op_flip', 'op_rot90', 'op_rotate', 'op_noise', 'op_blur', 'op_contrast',
+           'op_brightness', 'op_dilation', 'op_erosion', 'TopoOp', 'apply_ops', 'view_r', 'entry_key', 'Calibration',
+           'resolve_exact', 'calibrate', 'plot_calibration', 'TopoAugment', 'validate', 'band_summary', 'parse_band',
+           'default_calibration_path', 'run_calibration']
 
 # %% ../nbs/03_augment.ipynb #0006
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -420,6 +420,17 @@ def _check_calibration(data, where:str):
                 if not (isinstance(r, list) and len(r) == 2 and all(isinstance(v, (int, float)) for v in r) and 0 <= r[0] <= r[1]):
                     bad(f'entries.{key}.levels.{level}.ranges.{op}', f'must be [lo, hi] with 0 <= lo <= hi, got {r!r}')
 
+# %% ../nbs/03_augment.ipynb #948c95aa
+AUTO_EXACT_PIXELS = 64 * 64   # `exact='auto'`: exact bottleneck distances up to this many pixels per image
+
+def resolve_exact(exact:bool|str, # True, False or 'auto'
+                  shape:Sequence[int], # an image's shape, (H, W) or (H, W, C)
+                 ) -> bool:
+    "Whether `calibrate` measures exact distances: 'auto' is exact up to 64x64 pixels, approximate (error <= 0.01 in r) above."
+    if exact == 'auto': return int(shape[0]) * int(shape[1]) <= AUTO_EXACT_PIXELS
+    if not isinstance(exact, bool): raise ValueError(f"exact: expected True, False or 'auto', got {exact!r}")
+    return exact
+
 # %% ../nbs/03_augment.ipynb #0023
 def _roi_masks(masks, imgs:np.ndarray, idx:Sequence[int]) -> list[np.ndarray]:
     "ROI masks of the images `idx`: from an (N,H,W) array, an ROI extractor / callable (run on those images only), or None."
@@ -459,7 +470,7 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
               seed:int=0, # sampling and view randomness
               bands:dict|None=None, # level -> (lo, hi) band of r; default DEFAULT_BANDS
               persistence:PersistenceConfig|None=None, # filtration, backend, scales and normaliser of r (default: the paper's)
-              exact:bool=True, # exact bottleneck distance (False: GUDHI's approximation, error <= 0.01 in r)
+              exact:bool|str='auto', # exact bottleneck distances, GUDHI's approximation (False: error <= 0.01 in r) or 'auto' (`resolve_exact`)
               n_jobs:int=1, # worker processes (-1: all cores)
               n_check:int=2, # views per image drawn from each chosen range to check it
               min_inside:float=0.25, # a checked range also needs this fraction of its views inside the band
@@ -474,6 +485,7 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
         if not 0 <= lo < hi: raise ValueError(f"bands[{lv!r}]: expected (lo, hi) with 0 <= lo < hi, got {(lo, hi)}")
     imgs = np.asarray(images)
     if imgs.ndim not in (3, 4) or len(imgs) == 0: raise ValueError(f"images: expected (N,H,W) or (N,H,W,3), got shape {imgs.shape}")
+    exact = resolve_exact(exact, imgs.shape[1:])
     for op in ops: _check_op(op)
     for c in combos:
         for op in c: _check_op(op)
