@@ -1,5 +1,5 @@
 """The `topocl` console command end to end: a subprocess per call, as a user runs it."""
-import json, os, subprocess, sys
+import json, os, socket, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ def topocl(*args, cwd=None, env=None, check=True, timeout=600):
 def test_help_lists_every_command():
     out = topocl('--help').stdout
     for cmd in ('data', 'roi', 'calibrate', 'pretrain-visual', 'pretrain-topo', 'finetune', 'probe', 'export', 'run', 'demo',
-                'sweep', 'report'):
+                'sweep', 'report', 'screen'):
         assert cmd in out, cmd
 
 def test_data_info_on_real_breastmnist(medmnist_root):
@@ -79,6 +79,24 @@ def test_run_two_seeds_then_probe(tmp_path):
     assert {c['control'] for c in comp} == {'baseline', 'baseline-matched'}
     rec = json.loads(topocl('probe', out/'seed0'/'stage3'/'topocl.pt', '--limit', 48, '--epochs', 5, env=env).stdout)
     assert rec['kind'] == 'fused' and 0 <= rec['test_acc'] <= 1 and set(rec['gate_mean']) >= {'visual', 'topology'}
+    assert '\r' not in r.stdout + r.stderr     # piped: no progress bars, one line per epoch
+
+def _files(folder):
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob('*') if p.is_file()}
+
+def test_second_run_into_a_locked_folder_fails_naming_the_holder(tmp_path):
+    "While one process holds a run folder, `topocl run` into it fails at once, names the holder and writes nothing."
+    out = tmp_path/'run'; (out/'seed0'/'stage1').mkdir(parents=True); (out/'seed0'/'stage1'/'metrics.csv').write_text('epoch,loss\n1,2.0\n')
+    code = f"from topocl.lock import FolderLock; import time; FolderLock({str(out)!r}, what='topocl experiment').acquire(); print('held', flush=True); time.sleep(120)"
+    holder = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        before = _files(out)
+        r = topocl('run', '--preset', 'tiny', '--out-dir', out, '--seeds', 0, check=False, env={'TOPOCL_CACHE': str(tmp_path/'cache')})
+        assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
+        assert f'topocl experiment on host {socket.gethostname()}, pid {holder.pid}' in r.stderr and str(out) in r.stderr
+        assert _files(out) == before
+    finally: holder.kill(); holder.wait()
 
 def test_papermill_experiment_notebook(tmp_path, monkeypatch):
     "The experiment notebook runs under papermill with tiny parameters and leaves its tables behind."

@@ -5,17 +5,19 @@
 # %% ../nbs/50_cli.ipynb #0002
 from __future__ import annotations
 import argparse, json, sys
+from functools import partial
 from dataclasses import replace
 from pathlib import Path
 
 from . import data, roi, augment, train, evaluate, pipeline, model, sweep, report
+from .lock import LockedError
 from .methods import METHODS
 from .persistence import BACKENDS, FILTRATIONS, NORMALISERS, PersistenceConfig
 
 # %% auto #0
 __all__ = ['PRESETS', 'PRESET_SEEDS', 'SHORTCUTS', 'REPORT_NOTEBOOK', 'cmd_data', 'cmd_roi', 'cmd_calibrate',
            'parse_stage_epochs', 'config_from_args', 'cmd_stage', 'cmd_probe', 'cmd_export', 'cmd_run', 'cmd_demo',
-           'cmd_sweep', 'cmd_report', 'build_parser', 'main']
+           'cmd_sweep', 'cmd_report', 'cmd_screen', 'build_parser', 'main']
 
 # %% ../nbs/50_cli.ipynb #0006
 def _add_dataset_args(p:argparse.ArgumentParser):
@@ -80,7 +82,7 @@ def cmd_calibrate(args):
     roi_kwargs = {'checkpoint': args.checkpoint} if args.roi == 'sam' and args.checkpoint else None
     cal = augment.run_calibration(args.dataset, out=args.out, split=args.split, roi=args.roi, root=args.root,
                                   size=args.size, n_images=args.n_images, seed=args.seed, n_jobs=args.jobs,
-                                  bands=bands, roi_kwargs=roi_kwargs, exact=not args.approximate,
+                                  bands=bands, roi_kwargs=roi_kwargs, exact=args.exact,
                                   persistence=PersistenceConfig(args.filtration, args.backend, normaliser=args.normaliser))
     summary = cal.summary()
     cols = ['entry', 'level', 'admissible', 'max_median_r', 'check_median', 'check_inside', 'ranges']
@@ -104,8 +106,11 @@ def _add_calibrate(sub):
                    help="r's denominator: the range of the ROI's values (default, the paper's) or of the clamped diagram (the old rule)")
     p.add_argument('--filtration', default='sublevel', choices=FILTRATIONS, help='sublevel (dark structures first, default) or superlevel')
     p.add_argument('--backend', default='gudhi-2d', choices=BACKENDS, help="persistence backend (identical diagrams; default: GUDHI's 2-D path)")
-    p.add_argument('--approximate', action='store_true',
-                   help="GUDHI's approximate bottleneck distance (error <= 0.01 in r): minutes instead of hours at 224 px")
+    d = p.add_mutually_exclusive_group()
+    d.add_argument('--approximate', dest='exact', action='store_const', const=False, default='auto',
+                   help="GUDHI's approximate bottleneck distance (error <= 0.01 in r) at any size (default: above 64x64 pixels)")
+    d.add_argument('--exact', dest='exact', action='store_const', const=True,
+                   help='exact bottleneck distances at any size (default: up to 64x64 pixels; hours at 224 px)')
     p.add_argument('--out', default=None, help='calibration JSON to write; default: in the cache folder')
     p.add_argument('--n-images', type=int, default=128, help='images in the calibration sample')
     p.add_argument('--seed', type=int, default=0)
@@ -113,8 +118,9 @@ def _add_calibrate(sub):
     p.set_defaults(func=cmd_calibrate)
 
 # %% ../nbs/50_cli.ipynb #0014
-PRESETS = {'paper': train.paper_config, 'demo': train.demo_config, 'cpu': train.cpu_config, 'tiny': train.tiny_config}
-PRESET_SEEDS = {'paper': 5, 'cpu': 3, 'demo': 3, 'tiny': 2}  # `topocl run`'s default number of seeds
+PRESETS = {'paper': train.paper_config, 'demo': train.demo_config, 'cpu': train.cpu_config,
+           'cpu64': partial(train.cpu_config, size=64), 'tiny': train.tiny_config}
+PRESET_SEEDS = {'paper': 5, 'cpu': 3, 'cpu64': 3, 'demo': 3, 'tiny': 2}  # `topocl run`'s default number of seeds
 SHORTCUTS = {'dataset': 'data.name', 'root': 'data.root', 'size': 'data.size', 'method': 'method.name',
              'arch': 'model.arch', 'epochs': 'train.epochs', 'batch_size': 'train.batch_size', 'lr': 'train.lr',
              'seed': 'seed', 'device': 'device', 'workers': 'num_workers', 'roi': 'roi.extractor',
@@ -335,12 +341,40 @@ def _add_report(sub):
     p.add_argument('--no-notebook', action='store_true', help='tables only, without executing the report notebook')
     p.set_defaults(func=cmd_report)
 
+# %% ../nbs/50_cli.ipynb #5c0e0002
+def cmd_screen(args):
+    "`topocl screen`: prints the table and the verdict; returns where the report is and the seconds it took."
+    from topocl.screen import screen
+    out = Path(args.out_dir or Path('runs/screen')/f'{args.dataset}-{args.size}px')
+    res = screen(args.dataset, args.root, args.size, roi=args.roi, limit=args.limit, out_dir=out, n_boot=args.n_boot,
+                 n_perm=args.n_perm, seed=args.seed, n_jobs=args.jobs)
+    print(res.summary().to_string(index=False), res.verdict, sep='\n\n', end='\n\n')
+    return dict(report=str(out/'report.md'), figure=str(out/'screen.png'), seconds=round(sum(res.seconds.values()), 1))
+
+def _add_screen(sub):
+    p = sub.add_parser('screen', help='does topology carry class signal? linear probes of pixels and diagram vectors (CPU, minutes)',
+                       description='Without any training: logistic regressions on pixels, the ROI intensity histogram, '
+                                   'persistence images, Betti curves and landscapes (sublevel and superlevel, H0 and H1) and '
+                                   'pixels + topology; C chosen on val, ACC and AUC on test with 95%% bootstrap intervals, '
+                                   'a paired permutation test of pixels + topology against pixels, and a verdict. Writes '
+                                   'report.md, screen.png, screen.json and table.json/.csv to --out-dir.')
+    _add_dataset_args(p)
+    p.add_argument('--roi', default='otsu', choices=list(roi.EXTRACTORS), help='ROI extractor for the diagrams (default: otsu)')
+    p.add_argument('--limit', type=int, default=None, help='at most this many images per split (the first ones; default: all)')
+    p.add_argument('--out-dir', default=None, help='where the report goes (default: runs/screen/DATASET-SIZEpx)')
+    p.add_argument('--n-boot', type=int, default=1000, help='bootstrap resamples of the test images (default: 1000)')
+    p.add_argument('--n-perm', type=int, default=2000, help='permutations of the paired test (default: 2000)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the resamples')
+    p.add_argument('--jobs', type=int, default=-1, help='persistence worker processes (-1: all cores when worth it)')
+    p.set_defaults(func=cmd_screen)
+
 # %% ../nbs/50_cli.ipynb #0022
 def build_parser()->argparse.ArgumentParser:
     "The `topocl` argument parser with every sub-command."
     parser = argparse.ArgumentParser(prog='topocl', description='Topological contrastive learning for medical images.')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
-    for add in (_add_data, _add_roi, _add_calibrate, _add_stages, _add_probe, _add_export, _add_run, _add_sweep, _add_report):
+    for add in (_add_data, _add_roi, _add_calibrate, _add_stages, _add_probe, _add_export, _add_run, _add_sweep, _add_report,
+                _add_screen):
         add(sub)
     return parser
 
@@ -351,7 +385,7 @@ def main(argv:list|None=None)->int:
     if not getattr(args, 'func', None):
         parser.print_help(); return 0
     try: result = args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, LockedError) as e:
         print(f'topocl {args.command}: error: {e}', file=sys.stderr); return 2
     if isinstance(result, int): return result   # a command that reports its own outcome (sweep: failed runs)
     if result is not None: _print_json(result)
