@@ -42,6 +42,10 @@ def test_bad_grid_file_names_file_and_field(tmp_path):
     assert r.returncode == 2 and 'g.yaml' in r.stderr and 'methods' in r.stderr and 'swav' in r.stderr
     r = topocl('report', tmp_path/'nowhere', check=False)
     assert r.returncode == 2 and 'manifest' in r.stderr
+    # a bad value is refused when the grid expands, even in a dry run, before anything is written or submitted
+    r = topocl('sweep', grid_file(tmp_path, overrides=['train.lr=-1']), '--results', tmp_path/'res', '--dry-run', check=False)
+    assert r.returncode == 2 and 'train.lr must be > 0' in r.stderr and "setting 'default'" in r.stderr, r.stderr
+    assert not (tmp_path/'res').exists()
 
 def test_tiny_grid_local_rerun_skips_and_report(tmp_path, cache_env):
     "The tiny grid through papermill, two runs at once; a rerun skips all four; the report's tables have p-values and the tally."

@@ -1,5 +1,5 @@
 """Integration tests of topocl.train: config validation, exact resume, NaN handling, stage order, DDP on gloo."""
-import csv, json, os, subprocess, sys, textwrap
+import csv, dataclasses, json, os, subprocess, sys, textwrap
 
 import numpy as np
 import pytest
@@ -74,8 +74,9 @@ def test_config_files(tmp_path):
 @pytest.mark.parametrize('stage,method,workers', [(1, 'simclr', 0), (2, 'byol', 2)])
 def test_resume_reaches_the_same_weights(tmp_path, stage, method, workers):
     "2 epochs in one go == 1 epoch, stop, resume to 2 (the resumed run also uses DataLoader workers)."
-    a = T.train_stage(stage, T.tiny_config(tmp_path / 'a', method=method, num_workers=0))
-    b_cfg = T.tiny_config(tmp_path / 'b', method=method, num_workers=workers)
+    keep = lambda cfg: dataclasses.replace(cfg, keep_checkpoints=True)   # compare the whole resume state at the end
+    a = T.train_stage(stage, keep(T.tiny_config(tmp_path / 'a', method=method, num_workers=0)))
+    b_cfg = keep(T.tiny_config(tmp_path / 'b', method=method, num_workers=workers))
     part = T.train_stage(stage, b_cfg, max_epochs=1)
     assert not part.complete and part.weights is None and _ckpt(part)['epoch'] == 1
     b = T.train_stage(stage, b_cfg, resume=True)
@@ -99,7 +100,7 @@ def test_resume_reaches_the_same_weights(tmp_path, stage, method, workers):
 
 def test_resume_is_exact_with_the_monitor_on(tmp_path):
     "Stage 2 with the kNN monitor and TensorBoard every epoch: resumed == uninterrupted, kNN accuracies included."
-    over = {'monitor.every': 1, 'train.epochs': 3}
+    over = {'monitor.every': 1, 'train.epochs': 3, 'keep_checkpoints': True}
     a = T.train_stage(2, T.tiny_config(tmp_path / 'a'), over)
     b_cfg = T.apply_overrides(T.tiny_config(tmp_path / 'b'), over)
     T.train_stage(2, b_cfg, max_epochs=1)
@@ -136,7 +137,8 @@ def test_a_run_killed_mid_epoch_resumes(tmp_path):
     "SIGKILL during epoch 2 of `topocl pretrain-visual`; `--resume` continues from epoch 1 and ends where an uninterrupted run ends."
     import signal, time
     env = {**os.environ, 'TOPOCL_CACHE': str(tmp_path / 'cache'), 'OMP_NUM_THREADS': '1'}
-    args = ['topocl', 'pretrain-visual', '--preset', 'tiny', '--epochs', '3', '--set', 'data.options.n=160', '--set', 'tensorboard=false']
+    args = ['topocl', 'pretrain-visual', '--preset', 'tiny', '--epochs', '3', '--set', 'data.options.n=160', '--set', 'tensorboard=false',
+            '--set', 'keep_checkpoints=true']
     full = subprocess.run(args + ['--out-dir', str(tmp_path / 'full')], env=env, capture_output=True, text=True, timeout=600)
     assert full.returncode == 0, full.stderr[-2000:]
     p = subprocess.Popen(args + ['--out-dir', str(tmp_path / 'k')], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -152,6 +154,19 @@ def test_a_run_killed_mid_epoch_resumes(tmp_path):
     a, b = (torch.load(tmp_path / d / 'stage1' / 'checkpoint.pt', weights_only=True) for d in ('full', 'k'))
     _states_equal(a['method'], b['method'])
     assert [m['loss'] for m in a['metrics']] == [m['loss'] for m in b['metrics']]
+
+def test_a_finished_stage_keeps_a_small_record_unless_asked(tmp_path):
+    "The resume state of a finished stage is replaced by a record of its epochs, metrics and config: still complete on resume."
+    res = T.train_stage(1, T.tiny_config(tmp_path / 'p'))
+    ck = _ckpt(res)
+    assert set(ck) == {'stage', 'epoch', 'metrics', 'config', 'world_size'} and ck['epoch'] == 2
+    assert (res.dir / 'checkpoint.pt').stat().st_size < res.weights.stat().st_size / 20
+    again = T.train_stage(1, T.tiny_config(tmp_path / 'p'), resume=True)
+    assert again.complete and again.metrics == res.metrics and os.path.getmtime(again.weights) == os.path.getmtime(res.weights)
+    with pytest.raises(ValueError, match=r'train\.epochs'):   # more epochs: a changed config, refused as before
+        T.train_stage(1, T.tiny_config(tmp_path / 'p', epochs=3), resume=True)
+    kept = T.train_stage(1, dataclasses.replace(T.tiny_config(tmp_path / 'k'), keep_checkpoints=True))
+    assert {'method', 'optimizer', 'rng'} <= set(_ckpt(kept))
 
 def test_resume_refuses_a_changed_config(tmp_path):
     cfg = T.tiny_config(tmp_path / 'r', epochs=2)
@@ -280,7 +295,7 @@ DDP_SCRIPT = textwrap.dedent('''
 
 
 def test_ddp_two_gloo_processes(tmp_path):
-    cfg = T.tiny_config(tmp_path / 'ddp', n_train=32, epochs=2, batch_size=16)
+    cfg = dataclasses.replace(T.tiny_config(tmp_path / 'ddp', n_train=32, epochs=2, batch_size=16), keep_checkpoints=True)
     T.save_config(cfg, tmp_path / 'cfg.yaml')
     (tmp_path / 'ddp_run.py').write_text(DDP_SCRIPT)
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TOPOCL_CACHE': str(tmp_path / 'cache')}

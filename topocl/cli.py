@@ -4,8 +4,7 @@
 
 # %% ../nbs/50_cli.ipynb #0002
 from __future__ import annotations
-import argparse, json, sys
-from functools import partial
+import argparse, importlib, importlib.util, json, os, sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,9 +14,9 @@ from .methods import METHODS
 from .persistence import BACKENDS, FILTRATIONS, NORMALISERS, PersistenceConfig
 
 # %% auto #0
-__all__ = ['PRESETS', 'PRESET_SEEDS', 'SHORTCUTS', 'REPORT_NOTEBOOK', 'cmd_data', 'cmd_roi', 'cmd_calibrate',
+__all__ = ['PRESETS', 'PRESET_SEEDS', 'SHORTCUTS', 'REPORT_NOTEBOOK', 'IMPORT_ENV', 'cmd_data', 'cmd_roi', 'cmd_calibrate',
            'parse_stage_epochs', 'config_from_args', 'cmd_stage', 'cmd_probe', 'cmd_export', 'cmd_run', 'cmd_demo',
-           'cmd_sweep', 'cmd_report', 'cmd_screen', 'build_parser', 'main']
+           'cmd_sweep', 'cmd_report', 'cmd_screen', 'build_parser', 'import_user_modules', 'main']
 
 # %% ../nbs/50_cli.ipynb #0006
 def _add_dataset_args(p:argparse.ArgumentParser):
@@ -118,13 +117,11 @@ def _add_calibrate(sub):
     p.set_defaults(func=cmd_calibrate)
 
 # %% ../nbs/50_cli.ipynb #0014
-PRESETS = {'paper': train.paper_config, 'demo': train.demo_config, 'cpu': train.cpu_config,
-           'cpu64': partial(train.cpu_config, size=64), 'tiny': train.tiny_config}
-PRESET_SEEDS = {'paper': 5, 'cpu': 3, 'cpu64': 3, 'demo': 3, 'tiny': 2}  # `topocl run`'s default number of seeds
+PRESETS, PRESET_SEEDS = train.PRESETS, train.PRESET_SEEDS   # starting configs by name, and how many seeds `topocl run` runs
 SHORTCUTS = {'dataset': 'data.name', 'root': 'data.root', 'size': 'data.size', 'method': 'method.name',
              'arch': 'model.arch', 'epochs': 'train.epochs', 'batch_size': 'train.batch_size', 'lr': 'train.lr',
              'seed': 'seed', 'device': 'device', 'workers': 'num_workers', 'roi': 'roi.extractor',
-             'calibration': 'augment.calibration', 'stage_epochs': 'stage_epochs'}
+             'calibration': 'augment.calibration', 'stage_epochs': 'stage_epochs', 'keep_checkpoints': 'keep_checkpoints'}
 
 def parse_stage_epochs(text:str)->list:
     "'E1,E2,E3' -> [E1, E2, E3] (argparse type of --stage-epochs)."
@@ -142,8 +139,7 @@ def config_from_args(args)->train.Config:
     over = {SHORTCUTS[k]: v for k, v in vars(args).items() if k in SHORTCUTS and v is not None}
     if args.out_dir: over['out_dir'] = args.out_dir
     cfg = train.apply_overrides(train.apply_overrides(cfg, over), args.set)
-    if cfg.data.name != 'synthetic' and 'n' in cfg.data.options:   # the presets' synthetic-only option
-        cfg = replace(cfg, data=replace(cfg.data, options={k: v for k, v in cfg.data.options.items() if k != 'n'}))
+    cfg = train.for_dataset(cfg)
     cfg = replace(cfg, model=replace(cfg.model, in_chans=_channels(cfg))) if args.config is None else cfg
     return train.validate_config(cfg)
 
@@ -177,6 +173,8 @@ def _add_train_args(p):
     g.add_argument('--workers', type=int, default=None, help='DataLoader workers per process')
     g.add_argument('--roi', default=None, choices=list(roi.EXTRACTORS), help='ROI extractor for the diagrams')
     g.add_argument('--calibration', default=None, help='a calibration JSON (default: calibrate on the training images)')
+    g.add_argument('--keep-checkpoints', action='store_const', const=True, default=None,
+                   help="keep each finished stage's resume state (default: a small record; the weights are kept either way)")
 
 # %% ../nbs/50_cli.ipynb #0016
 def cmd_stage(args):
@@ -242,8 +240,9 @@ def cmd_run(args):
 
 def cmd_demo(args):
     "The demo: the whole pipeline on synthetic data, on CPU; prints the table."
+    over = args.set + (['keep_checkpoints=true'] if args.keep_checkpoints else [])
     pipeline.demo(args.out_dir, seeds=args.seeds, epochs=args.epochs, method=args.method, variants=args.variants,
-                  n_train=args.n_train, limit=args.limit, probe_epochs=args.probe_epochs, stage3=args.stage3)
+                  n_train=args.n_train, limit=args.limit, probe_epochs=args.probe_epochs, stage3=args.stage3, overrides=over)
 
 def _add_variants_arg(p):
     p.add_argument('--variants', nargs='+', default=None, choices=pipeline.VARIANTS, metavar='VARIANT',
@@ -276,6 +275,9 @@ def _add_run(sub):
     p.add_argument('--probe-epochs', type=int, default=None, help='epochs of the linear probe (default: 100)')
     p.add_argument('--stage3', default=None, choices=list(train.STAGE3_RECIPES),
                    help="every stage-3 setting from a named recipe ('paper': as written; default: the demo's)")
+    p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                   help='override any config field of the demo preset, e.g. --set train.batch_size=32')
+    p.add_argument('--keep-checkpoints', action='store_true', help="keep each finished stage's resume state")
     _add_variants_arg(p)
     p.set_defaults(func=cmd_demo)
 
@@ -372,14 +374,44 @@ def _add_screen(sub):
 def build_parser()->argparse.ArgumentParser:
     "The `topocl` argument parser with every sub-command."
     parser = argparse.ArgumentParser(prog='topocl', description='Topological contrastive learning for medical images.')
+    parser.add_argument('--import', metavar='MODULE', action='append', dest='imports',
+                        help=f'import a module (or a .py file) first, so that what it registers can be chosen; repeatable; '
+                             f'also the {IMPORT_ENV} environment variable (comma-separated)')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     for add in (_add_data, _add_roi, _add_calibrate, _add_stages, _add_probe, _add_export, _add_run, _add_sweep, _add_report,
                 _add_screen):
         add(sub)
     return parser
 
+IMPORT_ENV = 'TOPOCL_IMPORT'   # modules to import before parsing, comma-separated (as `--import`)
+
+def import_user_modules(argv:list)->list:
+    "Import the modules of `--import MODULE` (repeatable; a module name or a .py file) and `TOPOCL_IMPORT`; the other arguments."
+    names = [m.strip() for m in os.environ.get(IMPORT_ENV, '').split(',') if m.strip()]
+    rest, it = [], iter(argv)
+    for a in it:
+        if a == '--import': names.append(next(it, ''))
+        elif a.startswith('--import='): names.append(a.split('=', 1)[1])
+        else: rest.append(a)
+    for name in names: _import_one(name)
+    return rest
+
+def _import_one(name:str):
+    # imported before the parser is built, so that what the module registers (a method, an ROI extractor, a data set)
+    # is among the choices of every sub-command
+    try:
+        if name.endswith('.py'):
+            spec = importlib.util.spec_from_file_location(Path(name).stem, name)
+            if spec is None or not Path(name).is_file(): raise ImportError(f'no such file')
+            mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod; spec.loader.exec_module(mod)
+        else: importlib.import_module(name)
+    except Exception as e: raise ValueError(f"--import {name!r}: {type(e).__name__}: {e}") from None
+
 def main(argv:list|None=None)->int:
     "Entry point of the `topocl` console command."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try: argv = import_user_modules(argv)
+    except ValueError as e: print(f'topocl: error: {e}', file=sys.stderr); return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, 'func', None):

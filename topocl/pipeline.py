@@ -16,7 +16,7 @@ from .roi import get_extractor
 from .persistence import TokenMaker, Tokens
 from .model import TopoCLModel, load_checkpoint, load_pretrained, save_checkpoint, cost_breakdown
 from .train import (Config, train_stage, demo_config, config_to_dict, apply_overrides, epochs_of, calibration_path, seed_everything,
-                          check_pretrained, stage_weights, seeded, stage3_recipe)
+                          check_pretrained, stage_weights, seeded, stage3_recipe, validate_config)
 from .evaluate import (probe_checkpoint, load_splits, summarize, compare_variants, save_table, plot_gates,
                              ph_vectors, linear_probe, extract_features, preprocess, effective_rank)
 
@@ -449,10 +449,12 @@ def demo(out_dir='runs/demo',     # where everything is written
          limit:int|None=None,      # probe on at most this many images per split (default: all)
          probe_epochs:int|None=None, # epochs of the linear probe (default: `linear_probe`'s)
          stage3:str|None=None,     # a `topocl.train.STAGE3_RECIPES` name (default: `demo_config`'s stage 3)
+         overrides:list|dict|None=None, # dotted-key overrides of the demo config, e.g. ['train.batch_size=32']
         )->dict:
     "The main job on the embedded default data: calibration, ROIs, diagrams, every variant's training and probe; the tables."
     kw = {k: v for k, v in dict(epochs=epochs, n_train=n_train).items() if v is not None}
     probe_kw = None if probe_epochs is None else dict(epochs=probe_epochs)
     cfg = demo_config(str(out_dir), method=method, **kw)
     if stage3: cfg = stage3_recipe(cfg, stage3)
+    cfg = validate_config(apply_overrides(cfg, overrides))
     return run_experiment(cfg, seeds=seeds, verbose=verbose, variants=variants, limit=limit, probe_kw=probe_kw)

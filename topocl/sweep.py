@@ -17,12 +17,14 @@ from .lock import STALE_AFTER, FolderLock, LockedError, describe
 from .methods import METHODS
 from .moe import EXPERTS
 from .pipeline import REPRESENTATIONS, check_variants
+from .train import PRESETS, Config, apply_overrides, for_dataset, validate_config
 
 # %% auto #0
 __all__ = ['PAPER_DATASETS', 'TABLE4_SETTINGS', 'TABLE5_SETTINGS', 'GRIDS', 'RUN_FIELDS', 'RUNNERS', 'EXPERIMENT_NOTEBOOK',
-           'EXECUTORS', 'Grid', 'check_grid', 'load_grid', 'run_id', 'expand', 'manifest_path', 'load_manifest',
-           'save_manifest', 'experiment_args', 'notebook_parameters', 'run_commands', 'run_status', 'execute_run',
-           'SlurmOptions', 'SweepTask', 'make_executor', 'slurm_script', 'with_status', 'sweep']
+           'EXECUTORS', 'Grid', 'check_grid', 'load_grid', 'run_id', 'expand', 'row_config', 'check_runs',
+           'manifest_path', 'load_manifest', 'save_manifest', 'experiment_args', 'notebook_parameters', 'run_commands',
+           'run_status', 'execute_run', 'SlurmOptions', 'SweepTask', 'make_executor', 'slurm_script', 'with_status',
+           'sweep']
 
 # %% ../nbs/55_sweep.ipynb #e7e6e115
 @dataclass
@@ -69,6 +71,7 @@ def check_grid(g:Grid, where:str='grid')->Grid:
         if not isinstance(v, (list, tuple)) or not v: bad(f, 'a non-empty list', v)
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in g.seeds): bad('seeds', 'a list of integers', g.seeds)
     if unknown := [m for m in g.methods if m not in METHODS]: bad('methods', f'a list of {sorted(METHODS)}', unknown)
+    if g.preset not in PRESETS: bad('preset', f'one of {sorted(PRESETS)}', g.preset)
     if not isinstance(g.settings, dict) or not g.settings: bad('settings', 'a mapping of setting name to overrides', g.settings)
     for name, over in g.settings.items():
         if not isinstance(over, (list, tuple)) or not all(isinstance(o, str) and '=' in o for o in over):
@@ -122,6 +125,22 @@ def expand(grid:Grid)->pd.DataFrame:
         dup = df[df.id.duplicated(keep=False)].setting.unique().tolist()
         raise ValueError(f"{grid.name}: settings {dup} make the same runs (same overrides)")
     return df
+
+# %% ../nbs/55_sweep.ipynb #2057e800
+def row_config(row:dict)->Config:
+    "The config a manifest row trains with, resolved as `topocl run` resolves it: preset, data set, method, seed, overrides."
+    cfg = PRESETS[row['preset']](str(row['out_dir']))
+    short = {'data.name': row['dataset'], 'method.name': row['method'], 'seed': int(row['seed'])}
+    if row.get('root'): short['data.root'] = row['root']
+    return for_dataset(apply_overrides(apply_overrides(cfg, short), list(row['overrides'])))
+
+def check_runs(manifest:pd.DataFrame)->pd.DataFrame:
+    "The manifest, once every run's config is valid; a ValueError naming the run and its bad fields otherwise."
+    for r in manifest.to_dict('records'):
+        try: validate_config(row_config(r), environment=False)
+        except ValueError as e:
+            raise ValueError(f"run {r['id']} ({r['dataset']}, {r['method']}, setting {r['setting']!r}): {e}") from None
+    return manifest
 
 # %% ../nbs/55_sweep.ipynb #95a74a19
 def manifest_path(results)->Path: return Path(results)/'manifest.json'
@@ -320,7 +339,7 @@ def sweep(grid:Grid|str,               # a `Grid`, a preset name or a YAML file
     if runner not in RUNNERS: raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     grid = grid if isinstance(grid, Grid) else load_grid(grid)
     options, results = options or SlurmOptions(), Path(results)
-    manifest = with_status(expand(grid), results)
+    manifest = with_status(check_runs(expand(grid)), results)
     todo = [r for r in manifest.to_dict('records') if r['status'] != 'done']
     say(f"grid {grid.name}: {len(manifest)} run(s), {len(manifest) - len(todo)} done, {len(todo)} to run")
     if dry_run:

@@ -25,7 +25,7 @@ from .callbacks import (StepInfo, NonFiniteLossError, NonFiniteGuard, ProgressBa
                               TensorBoardLog)
 
 # %% auto #0
-__all__ = ['AMP_DTYPES', 'STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'STAGE3_RECIPES', 'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Stage3Config', 'Config', 'config_from_dict', 'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config', 'stage3_recipe', 'warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'STAGE3_PARTS', 'load_training_images', 'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'stage3_param_groups', 'capture_fusion', 'unimodal_loss', 'cross_modal_loss', 'stage3_terms', 'stage3_loss', 'Trainer', 'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config', 'paper_config']
+__all__ = ['AMP_DTYPES', 'STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'STAGE3_RECIPES', 'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Stage3Config', 'Config', 'config_from_dict', 'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config', 'stage3_recipe', 'warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'STAGE3_PARTS', 'PRESETS', 'PRESET_SEEDS', 'load_training_images', 'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'stage3_param_groups', 'capture_fusion', 'unimodal_loss', 'cross_modal_loss', 'stage3_terms', 'stage3_loss', 'Trainer', 'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config', 'paper_config', 'for_dataset']
 
 # %% ../nbs/30_train.ipynb #0006
 @dataclass
@@ -130,6 +130,7 @@ class Config:
     progress:bool = True           # tqdm bars (rank 0 only)
     monitor:MonitorConfig = field(default_factory=MonitorConfig)  # online kNN accuracy while a stage trains
     tensorboard:bool = True        # TensorBoard events under out_dir/stage{k}/tensorboard (metrics.csv is written either way)
+    keep_checkpoints:bool = False  # keep a finished stage's resume state (optimizer, RNG: ~3x its weights); False keeps a small record
 
 # %% ../nbs/30_train.ipynb #0011
 def _is_union(tp): return typing.get_origin(tp) in (typing.Union, types.UnionType)
@@ -269,7 +270,9 @@ def epochs_of(cfg:Config, stage:int)->int:
     "Epochs of one stage: `stage_epochs[stage-1]` if set, else `train.epochs`."
     return int(cfg.stage_epochs[stage - 1]) if cfg.stage_epochs else int(cfg.train.epochs)
 
-def validate_config(cfg:Config, stage:int|None=None)->Config:
+def validate_config(cfg:Config, stage:int|None=None,
+                    environment:bool=True, # also what this machine must provide (a SAM checkpoint); False when a sweep checks its runs
+                   )->Config:
     "Check every field of `cfg` (for `stage` if given); raise one ValueError listing each bad field."
     errs = []
     def check(ok, name, what, value):
@@ -294,7 +297,7 @@ def validate_config(cfg:Config, stage:int|None=None)->Config:
     mo = cfg.monitor
     check(_pos_int(mo.every, 0), 'monitor.every', 'an integer >= 0 (0: off)', mo.every)
     for k in ('k', 'max_train', 'max_val'): check(_pos_int(getattr(mo, k)), f'monitor.{k}', 'an integer >= 1', getattr(mo, k))
-    if r.extractor == 'sam' and isinstance(r.options, dict) and not (r.options.get('checkpoint') or os.environ.get(SAM_CHECKPOINT_ENV)):
+    if environment and r.extractor == 'sam' and isinstance(r.options, dict) and not (r.options.get('checkpoint') or os.environ.get(SAM_CHECKPOINT_ENV)):
         errs.append(f"roi.extractor is 'sam' but no SAM checkpoint is set: pass --set roi.options.checkpoint=PATH or set "
                     f"{SAM_CHECKPOINT_ENV}=PATH (the official vit_h weights, sam_vit_h_4b8939.pth, are listed at "
                     f"https://github.com/facebookresearch/segment-anything#model-checkpoints), or use --roi otsu")
@@ -671,8 +674,9 @@ def load_checkpoint_file(path, map_location='cpu')->dict:
                          f"an array): refusing to unpickle it, as that could run code. Start the stage again, or resume "
                          f"from a checkpoint written now. ({str(e).splitlines()[0]})") from None
     except Exception as e: raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e})") from None
-    if not isinstance(ck, dict) or 'method' not in ck or 'epoch' not in ck:
-        raise ValueError(f"checkpoint {path} is not a topocl training checkpoint (no 'method'/'epoch' entries)")
+    # a finished stage's record (`Trainer.prune_checkpoint`) has a config instead of the method's state
+    if not isinstance(ck, dict) or 'epoch' not in ck or not ('method' in ck or 'config' in ck):
+        raise ValueError(f"checkpoint {path} is not a topocl training checkpoint (no 'epoch' and 'method' or 'config' entries)")
     return ck
 
 # %% ../nbs/30c_trainer.ipynb #0041
@@ -695,7 +699,7 @@ def _param_groups(module:nn.Module, weight_decay:float):
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
 # keys of the config that may change between a run and its resumption
-RESUMABLE_CHANGES = ('num_workers', 'device', 'progress', 'out_dir', 'data.root', 'roi.cache_dir',
+RESUMABLE_CHANGES = ('num_workers', 'device', 'progress', 'keep_checkpoints', 'out_dir', 'data.root', 'roi.cache_dir',
                      'persistence.backend',   # every backend gives the same diagrams
                      'monitor.every', 'monitor.k', 'monitor.max_train', 'monitor.max_val', 'tensorboard')   # they only observe
 
@@ -839,7 +843,9 @@ class Trainer:
         self._call('on_fit_start')
         for epoch in range(self.start, end): self.train_epoch(epoch)
         done = end >= self.epochs
-        if done and self.info.is_main: self.parts.save_weights(self.weights_path)
+        if done and self.info.is_main:
+            self.parts.save_weights(self.weights_path)
+            if not self.cfg.keep_checkpoints: self.prune_checkpoint(end)
         if self.info.distributed: dist.barrier()
         result = TrainResult(self.stage, self.dir, end, done, self.weights_path if done else None, self.metrics)
         self._call('on_fit_end', result)
@@ -853,6 +859,9 @@ class Trainer:
             if ck['epoch'] >= self.epochs and self.weights_path.is_file():
                 self.log(f"already complete ({ck['epoch']}/{self.epochs} epochs) in {self.dir}")
                 return TrainResult(self.stage, self.dir, ck['epoch'], True, self.weights_path, ck['metrics'])
+            if 'optimizer' not in ck:
+                raise ValueError(f"{self.ckpt_path}: the stage finished ({ck['epoch']} epochs) and its resume state was not kept "
+                                 f"(keep_checkpoints=false), so it cannot continue; train it again (resume=False)")
             return ck
         if resume: self.log(f"no checkpoint in {self.dir}: starting from scratch")
         elif self.ckpt_path.is_file(): self.log(f"starting over: {self.ckpt_path} will be overwritten (resume=False)")
@@ -956,6 +965,11 @@ class Trainer:
             write_metrics_csv(self.metrics, self.dir / 'metrics.csv')
         if info.distributed: dist.barrier()
 
+    def prune_checkpoint(self, epoch:int):
+        "Replace the finished stage's resume state by a small record (epochs, metrics, config) that marks it complete."
+        atomic_torch_save(dict(stage=self.stage, epoch=epoch, metrics=self.metrics, config=config_to_dict(self.cfg),
+                               world_size=self.info.world_size), self.ckpt_path)
+
     def _check_resumable(self, ck):
         "Refuse to resume a checkpoint of another stage or with a config that changes the run."
         if ck.get('stage') != self.stage:
@@ -1052,3 +1066,13 @@ def paper_config(out_dir:str='runs/topocl')->Config:
     # the SAM checkpoint comes from roi.options.checkpoint or $TOPOCL_SAM_CHECKPOINT (validate_config says how)
     # exact bottleneck distances between 224 px diagrams (~10^4 points) take seconds per view: hours of calibration
     return Config(roi=ROIConfig(extractor='sam'), augment=AugmentConfig(calib_exact=False), out_dir=str(out_dir))
+
+# with the configs, so that `topocl run` and a sweep checking its runs resolve a preset the same way
+PRESETS = {'paper': paper_config, 'demo': demo_config, 'cpu': cpu_config, 'cpu64': partial(cpu_config, size=64),
+           'tiny': tiny_config}
+PRESET_SEEDS = {'paper': 5, 'cpu': 3, 'cpu64': 3, 'demo': 3, 'tiny': 2}  # `topocl run`'s default number of seeds
+
+def for_dataset(cfg:Config)->Config:
+    "`cfg` without the presets' synthetic-only option (`data.options.n`) when it trains on another data set."
+    if cfg.data.name == 'synthetic' or 'n' not in cfg.data.options: return cfg
+    return replace(cfg, data=replace(cfg.data, options={k: v for k, v in cfg.data.options.items() if k != 'n'}))
