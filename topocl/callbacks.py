@@ -8,7 +8,7 @@ import math, random, sys, time
 from typing import NamedTuple
 import numpy as np, torch
 from tqdm.auto import tqdm
-from .data import default_cache_dir, load_dataset
+from .data import default_cache_dir, load_dataset, split_cache_key
 from .evaluate import extract_features, knn_accuracy, effective_rank
 from .persistence import TokenMaker
 from .roi import get_extractor
@@ -113,8 +113,8 @@ class KNNMonitor(Callback):
         if kind != 'visual':
             maker = TokenMaker(cfg.persistence, get_extractor(cfg.roi.extractor, **cfg.roi.options), empty=cfg.augment.empty_diagrams)
             cache = cfg.roi.cache_dir or default_cache_dir() / 'roi'
-            key = dict(dataset=cfg.data.name, size=cfg.data.size, options={k: str(v) for k, v in sorted(cfg.data.options.items())})
-            tokens = [maker.split(x, cache, {**key, 'split': s, 'n': len(x)}, n_jobs=1)   # the keys training's ROIs use
+            d = cfg.data
+            tokens = [maker.split(x, cache, split_cache_key(d.name, s, d.size, len(x), d.options), n_jobs=1)   # as training keys them
                       for s, (x, _) in ((cfg.data.split, bank), (_other_split(cfg.data.split), query))]
         self.data = [(x, y, t) for (x, y), t in zip((bank, query), tokens)]
 

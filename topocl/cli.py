@@ -51,7 +51,7 @@ def cmd_roi(args):
     opts = {'checkpoint': args.checkpoint, 'model_type': args.model_type, 'device': args.device} if args.extractor == 'sam' else {}
     res = roi.compute_rois(images, roi.get_extractor(args.extractor, **opts),
                            cache_dir=Path(args.cache_dir or data.default_cache_dir())/'roi',
-                           cache_key=dict(dataset=args.dataset, split=args.split, size=args.size), progress=not args.quiet)
+                           cache_key=data.split_cache_key(args.dataset, args.split, args.size, len(images)), progress=not args.quiet)
     n, h, w = res.masks.shape
     # unpack in chunks: the whole bool array of a large 224 px split would not fit in memory
     inside = sum(int(res.masks[i:i + 1024].sum()) for i in range(0, n, 1024))

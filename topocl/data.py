@@ -16,7 +16,7 @@ import torch
 from medmnist.info import INFO as MEDMNIST_INFO
 
 # %% auto #0
-__all__ = ['BT601', 'SYNTHETIC_CLASSES', 'SYNTHETIC_SIZES', 'SYNTHETIC_VERSION', 'SPLITS', 'default_cache_dir', 'data_root', 'atomic_write', 'save_npy_atomic', 'save_json_atomic', 'check_image', 'as_float_image', 'image_tensor', 'to_float', 'to_gray', 'SyntheticSet', 'make_synthetic', 'synthetic_dir', 'load_synthetic', 'save_synthetic', 'MEDMNIST_FLAGS', 'MEDMNIST_SIZES', 'medmnist_file', 'load_medmnist', 'make_fake_medmnist', 'ISIC2019_CLASSES', 'ISIC2019_CSV', 'ISIC2019_IMAGES', 'KVASIR_CLASSES', 'IMAGE_SUFFIXES', 'isic2019_items', 'kvasir_items', 'stratified_split', 'load_isic2019', 'load_kvasir', 'make_fake_isic2019', 'make_fake_kvasir', 'DATASETS', 'load_dataset', 'ImageDataset', 'describe_dataset', 'prepare_dataset', 'register_dataset']
+__all__ = ['BT601', 'SYNTHETIC_CLASSES', 'SYNTHETIC_SIZES', 'SYNTHETIC_VERSION', 'SPLITS', 'default_cache_dir', 'data_root', 'atomic_write', 'save_npy_atomic', 'save_json_atomic', 'check_image', 'as_float_image', 'image_tensor', 'to_float', 'to_gray', 'SyntheticSet', 'make_synthetic', 'synthetic_dir', 'load_synthetic', 'save_synthetic', 'MEDMNIST_FLAGS', 'MEDMNIST_SIZES', 'medmnist_file', 'load_medmnist', 'make_fake_medmnist', 'ISIC2019_CLASSES', 'ISIC2019_CSV', 'ISIC2019_IMAGES', 'KVASIR_CLASSES', 'IMAGE_SUFFIXES', 'isic2019_items', 'kvasir_items', 'stratified_split', 'load_isic2019', 'load_kvasir', 'make_fake_isic2019', 'make_fake_kvasir', 'DATASETS', 'load_dataset', 'ImageDataset', 'describe_dataset', 'prepare_dataset', 'register_dataset', 'split_cache_key']
 
 # %% ../nbs/00_data.ipynb #0006
 def default_cache_dir()->Path:
@@ -732,3 +732,13 @@ def _checked_load(name, loader, split, **kw):
     if images.dtype != np.uint8: raise ValueError(f'{name} {split} images: expected uint8, got {images.dtype}')
     if len(images) != len(labels): raise ValueError(f'{name} {split}: {len(images)} images but {len(labels)} labels')
     return images, labels.astype(np.int64)
+
+# %% ../nbs/00c_datasets.ipynb #16e64853
+def split_cache_key(dataset:str, # a `load_dataset` name
+                    split:str,   # 'train', 'val' or 'test'
+                    size:int,    # image side in pixels
+                    n:int,       # how many of the split's first images
+                    options:dict|None=None, # the loader's keyword options
+                   )->dict:
+    "What names the first `n` images of a split in the ROI and diagram caches."
+    return dict(dataset=dataset, split=split, size=int(size), n=int(n), options={k: str(v) for k, v in sorted((options or {}).items())})

@@ -435,7 +435,7 @@ def probe_model(model, # a `TopoCLModel`
                 normalize=None, # training's image normalisation: None, 'imagenet' or (mean, std)
                 tokens:dict|None=None, # {'train': Tokens, ...} precomputed by `TokenMaker.split`, to reuse
                 cache_dir=None, # cache for ROI masks and diagrams
-                cache_key:dict|None=None, # names the dataset in the cache; the split is added
+                cache_key:dict|None=None, # dataset, size and options of the images (`topocl.data.split_cache_key` adds split and n)
                 batch_size:int=256, device=None, # feature extraction
                 probe_kw:dict|None=None, # extra `linear_probe` arguments (epochs, lrs, weight_decays, select, ...)
                 seed:int=0, # the probe's seed
@@ -449,8 +449,8 @@ def probe_model(model, # a `TopoCLModel`
     rec, feats, gates, t0 = dict(kind=kind), {}, {}, time.perf_counter()
     if kind != "visual" and tokens is None:
         maker = TokenMaker(probe_persistence(model, persistence), roi)
-        tokens = {s: maker.split(splits[s][0], cache_dir, None if cache_key is None else {**cache_key, "split": s},
-                                 n_jobs, progress)
+        key = lambda s: None if cache_key is None else _data.split_cache_key(split=s, n=len(splits[s][0]), **cache_key)
+        tokens = {s: maker.split(splits[s][0], cache_dir, key(s), n_jobs, progress)
                   for s in ("train", "val", "test")}
         rec.update(roi=roi if isinstance(roi, str) else roi.name, persistence=maker.config.to_dict(),
                    n_roi_fallback=int(sum(t.n_fallback for t in tokens.values())))
@@ -569,7 +569,7 @@ def probe_checkpoint(checkpoint, # path of a `TopoCLModel` checkpoint
     if splits is None: splits = load_splits(dataset, root, size, limit, **opts)
     needs_tokens = (kind or model.config.kind) != "visual" and tokens is None
     roi = get_extractor(st.roi, **(st.roi_options or {})) if needs_tokens else st.roi  # SAM loads weights
-    key = dict(dataset=dataset, size=size, limit=limit, options={k: str(v) for k, v in sorted(opts.items())})
+    key = dict(dataset=dataset, size=size, options=opts)
     out = probe_model(model, splits, kind=kind, roi=roi, persistence=st.persistence, size=st.input_size,
                       normalize=st.normalize, tokens=tokens, cache_dir=cache_dir, cache_key=key, device=device,
                       probe_kw=probe_kw, seed=seed, progress=progress, return_details=return_details)

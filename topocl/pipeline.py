@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np, pandas as pd, torch
 
-from .data import save_json_atomic
+from .data import save_json_atomic, split_cache_key
 from .lock import FolderLock
 from .roi import get_extractor
 from .persistence import TokenMaker, Tokens
@@ -115,8 +115,9 @@ def compute_of(variant:str, runs:dict)->dict:
 def probe_tokens(cfg:Config, splits:dict, cache_dir=None)->dict:
     "Diagram tokens of the un-augmented ROI images of every split, made as training made them (`cfg.persistence`): {split: Tokens}."
     maker, d = TokenMaker(cfg.persistence, get_extractor(cfg.roi.extractor, **cfg.roi.options)), cfg.data
-    key = dict(dataset=d.name, size=d.size, options={k: str(v) for k, v in sorted(d.options.items())})
-    return {s: maker.split(x, cache_dir, {**key, 'split': s, 'n': len(x)} if cache_dir else None) for s, (x, _) in splits.items()}
+    opts = d.split_options()
+    return {s: maker.split(x, cache_dir, split_cache_key(d.name, s, d.size, len(x), opts) if cache_dir else None)
+            for s, (x, _) in splits.items()}
 
 def probe_features(feats:dict, splits:dict, seed:int=0, probe_kw:dict|None=None)->dict:
     "The linear probe (`evaluate.linear_probe`) of given features {split: (N, D)}: a record."
@@ -160,7 +161,7 @@ def run_seed(cfg:Config,               # the experiment's config (its seed and o
     "Train what the variants need with one seed, then probe each: one result record per variant."
     variants, cfg = check_variants(variants), seed_config(cfg, seed, out_dir)
     d = cfg.data
-    if splits is None: splits = load_splits(d.name, d.root, d.size, **{k: v for k, v in d.options.items() if k != 'n'})
+    if splits is None: splits = load_splits(d.name, d.root, d.size, **d.split_options())
     runs = train_variants(cfg, variants, resume)
     if not is_main_process(): return []   # under torchrun every process trains; one probes
     needs_tokens = any(v not in ('baseline', 'baseline-matched', 'baseline-equal-time') for v in variants)
@@ -242,7 +243,7 @@ def run_experiment(cfg:Config,               # the experiment's config (dataset,
         seeds, variants = [int(s) for s in seeds], check_variants(variants)
         if not seeds: raise ValueError('seeds: give at least one seed')
         d = cfg.data
-        splits = load_splits(d.name, d.root, d.size, limit, **{k: v for k, v in d.options.items() if k != 'n'})
+        splits = load_splits(d.name, d.root, d.size, limit, **d.split_options())
         save_json_atomic(out/'experiment.json', dict(config=config_to_dict(cfg), seeds=seeds, variants=list(variants),
                                                      probe_kw=probe_kw, limit=limit))
         records, t0 = [], time.perf_counter()
@@ -285,7 +286,7 @@ def fusion_diagnosis(cfg:Config,              # the experiment's config
                     )->pd.DataFrame:
     "The fused vector at the start and at the end of stage 3: probe scores, effective rank, gate means and entropy."
     cfg, d = seed_config(cfg, seed, out_dir), cfg.data
-    if splits is None: splits = load_splits(d.name, d.root, d.size, **{k: v for k, v in d.options.items() if k != 'n'})
+    if splits is None: splits = load_splits(d.name, d.root, d.size, **d.split_options())
     tokens, rows = probe_tokens(cfg, splits, cache_dir), []
     with tempfile.TemporaryDirectory() as tmp:
         start = save_checkpoint(stage3_start(cfg), Path(tmp)/'start.pt')
@@ -367,7 +368,7 @@ def stage3_ablation(cfg:Config,             # the experiment's config (stages 1 
                    )->pd.DataFrame:
     "Stage 3 once per setting from the same stage-1/2 weights and views; every layer probed: one row per setting (and the start)."
     cfg, d = seed_config(cfg, seed, out_dir), cfg.data
-    if splits is None: splits = load_splits(d.name, d.root, d.size, **{k: v for k, v in d.options.items() if k != 'n'})
+    if splits is None: splits = load_splits(d.name, d.root, d.size, **d.split_options())
     tokens = probe_tokens(cfg, splits, cache_dir)
     if empty_diagrams: tokens = {s: t.emptied() for s, t in tokens.items()}
     rows = []

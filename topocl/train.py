@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, torch, torch.nn as nn, yaml
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from .data import atomic_write, image_tensor, load_dataset, default_cache_dir
+from .data import atomic_write, image_tensor, load_dataset, default_cache_dir, split_cache_key
 from .lock import FolderLock
 from .roi import EXTRACTORS, SAM_CHECKPOINT_ENV, get_extractor, compute_rois
 from .persistence import PersistenceConfig, TokenMaker
@@ -37,6 +37,10 @@ class DataConfig:
     split:str = 'train'          # the split self-supervised training uses ('train' or 'val', never 'test')
     max_samples:int|None = None  # train on the first n images of the split (None: all)
     options:dict = field(default_factory=dict)  # more `load_dataset` keywords (synthetic: n, rgb, n_classes, seed)
+
+    def split_options(self)->dict:
+        "The `load_dataset` keywords of every split: without the synthetic set's `n`, which sizes the training set only."
+        return {k: v for k, v in self.options.items() if k != 'n'}
 
 @dataclass
 class ROIConfig:
@@ -535,7 +539,7 @@ def load_training_images(cfg:Config)->np.ndarray:
 def training_rois(cfg:Config, images, info:DistInfo|None=None):
     "ROI masks of the training images (bit-packed, cached in `roi.cache_dir`)."
     info = info or DistInfo(); d = cfg.data
-    key = dict(dataset=d.name, split=d.split, size=d.size, n=len(images), options={k: str(v) for k, v in sorted(d.options.items())})
+    key = split_cache_key(d.name, d.split, d.size, len(images), d.options)
     cache = cfg.roi.cache_dir or default_cache_dir() / 'roi'
     ex = get_extractor(cfg.roi.extractor, **cfg.roi.options)
     return _rank0_first(info, lambda: compute_rois(images, ex, cache, key, progress=cfg.progress and info.is_main)).masks
@@ -635,7 +639,7 @@ def build_stage(stage:int, cfg:Config, info:DistInfo|None=None)->StageParts:
     # what a probe needs to make this model's inputs, so that the weights file is enough on its own
     d = cfg.data
     record = dict(persistence=cfg.persistence.to_dict(), roi=cfg.roi.extractor, roi_options=dict(cfg.roi.options),
-                  dataset=d.name, size=d.size, root=d.root, data_options={k: v for k, v in d.options.items() if k != 'n'})
+                  dataset=d.name, size=d.size, root=d.root, data_options=d.split_options())
     return StageParts(method, ds, stage, extra=record)
 
 # %% ../nbs/30c_trainer.ipynb #0038
@@ -1075,4 +1079,4 @@ PRESET_SEEDS = {'paper': 5, 'cpu': 3, 'cpu64': 3, 'demo': 3, 'tiny': 2}  # `topo
 def for_dataset(cfg:Config)->Config:
     "`cfg` without the presets' synthetic-only option (`data.options.n`) when it trains on another data set."
     if cfg.data.name == 'synthetic' or 'n' not in cfg.data.options: return cfg
-    return replace(cfg, data=replace(cfg.data, options={k: v for k, v in cfg.data.options.items() if k != 'n'}))
+    return replace(cfg, data=replace(cfg.data, options=cfg.data.split_options()))
