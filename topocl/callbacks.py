@@ -144,7 +144,7 @@ class TensorBoardLog(Callback):
         self.writer = None
         if trainer.info.is_main:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(log_dir=str(trainer.dir / 'tensorboard'))
+            self.writer = SummaryWriter(log_dir=str(trainer.folder.tensorboard))
     def on_epoch_end(self, trainer, epoch, row):
         if self.writer is None: return
         for k, v in row.items():

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 
 from .data import save_json_atomic, split_cache_key
-from .lock import FolderLock
+from .folders import RunFolder
 from .roi import get_extractor
 from .persistence import TokenMaker, Tokens
 from .model import TopoCLModel, load_checkpoint, load_pretrained, save_checkpoint, cost_breakdown
@@ -56,7 +56,7 @@ def is_main_process()->bool:
 
 def seed_config(cfg:Config, seed:int, out_dir)->Config:
     "The config of one seed: its own seed and its own folder under `out_dir`."
-    return replace(cfg, seed=seed, out_dir=str(Path(out_dir)/f'seed{seed}'))
+    return replace(cfg, seed=seed, out_dir=str(RunFolder(out_dir).seed(seed).path))
 
 # %% ../nbs/45_pipeline.ipynb #fed5caf2
 def _runs_needed(variants, cfg:Config|None=None)->set:
@@ -83,18 +83,18 @@ def equal_time_epochs(cfg:Config)->int:
 
 def train_variants(cfg:Config, variants, resume:bool=True)->dict:
     "Every training run the variants need, for one seed's config: {run name: TrainResult}."
-    need, seed_dir, r = _runs_needed(variants, cfg), Path(cfg.out_dir), {}
+    need, seed_dir, r = _runs_needed(variants, cfg), RunFolder(cfg.out_dir), {}
     for s in (1, 2, 3):
         if f'stage{s}' in need: r[f'stage{s}'] = train_stage(s, cfg, resume=resume)
     e1, e3 = epochs_of(cfg, 1), epochs_of(cfg, 3)
-    visual_only = lambda name, epochs: replace(cfg, out_dir=str(seed_dir/name), stage_epochs=None,
+    visual_only = lambda name, epochs: replace(cfg, out_dir=str(seed_dir.variant(name).path), stage_epochs=None,
                                                train=replace(cfg.train, epochs=epochs))
     if 'matched' in need:   # as many visual-encoder epochs as TopoCL's ResNet gets (stages 1 and 3), one schedule
         r['matched'] = train_stage(1, visual_only('baseline-matched', e1 + e3), resume=resume)
     if 'equal-time' in need:
         r['equal-time'] = train_stage(1, visual_only('baseline-equal-time', equal_time_epochs(cfg)), resume=resume)
     if 'no-diagrams' in need:   # the same stage 3 from the same weights and views, every diagram empty
-        blind = replace(cfg, out_dir=str(seed_dir/'topocl-no-diagrams'),
+        blind = replace(cfg, out_dir=str(seed_dir.variant('topocl-no-diagrams').path),
                         augment=replace(cfg.augment, empty_diagrams=True, calibration=str(calibration_path(cfg))),
                         visual_ckpt=str(r['stage1'].weights), topology_ckpt=str(r['stage2'].weights))
         r['no-diagrams'] = train_stage(3, blind, resume=resume)
@@ -237,31 +237,33 @@ def run_experiment(cfg:Config,               # the experiment's config (dataset,
                    variants=None,            # which of `VARIANTS` (default: all)
                   )->dict:
     "Every seed's training runs and probes, then results, summary, comparison (JSON and CSV), gates.png."
-    out = Path(out_dir or cfg.out_dir); out.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(out_dir or cfg.out_dir); out = run.path; out.mkdir(parents=True, exist_ok=True)
     # one experiment per folder: a second process into the same folder fails here, naming this one
-    with FolderLock(out, what='topocl experiment') if is_main_process() else contextlib.nullcontext():
+    with run.lock('topocl experiment') if is_main_process() else contextlib.nullcontext():
         seeds, variants = [int(s) for s in seeds], check_variants(variants)
         if not seeds: raise ValueError('seeds: give at least one seed')
         d = cfg.data
         splits = load_splits(d.name, d.root, d.size, limit, **d.split_options())
-        save_json_atomic(out/'experiment.json', dict(config=config_to_dict(cfg), seeds=seeds, variants=list(variants),
+        save_json_atomic(run.experiment, dict(config=config_to_dict(cfg), seeds=seeds, variants=list(variants),
                                                      probe_kw=probe_kw, limit=limit))
         records, t0 = [], time.perf_counter()
         for seed in seeds:
             if verbose: print(f'== seed {seed}: training for {len(variants)} variant(s), then probes', flush=True)
-            records += run_seed(cfg, seed, out, splits, probe_kw, resume, cache_dir=out/'cache', variants=variants)
+            records += run_seed(cfg, seed, out, splits, probe_kw, resume, cache_dir=run.cache, variants=variants)
         if not is_main_process(): return dict(records=pd.DataFrame(), files=[], seconds=time.perf_counter() - t0)
         res = pd.DataFrame(records)
         head = choose_headline(res)
         res['headline'] = [head.get((r.dataset, r.method)) == r.variant for r in res.itertuples()]
         comparison = compare_controls(res)
         summary = summarize(res, metrics=METRICS + ('val_acc', 'train_seconds', 'train_steps'))
-        files = [*save_table(res, out/'results'), *save_table(summary, out/'summary'), *save_table(comparison, out/'comparison')]
+        files = [*save_table(res, run.table('results')), *save_table(summary, run.table('summary')),
+                 *save_table(comparison, run.table('comparison'))]
         gates = gate_table(records)
         if len(gates):
             import matplotlib.pyplot as plt
-            ax = plot_gates(gates); ax.figure.savefig(out/'gates.png', dpi=120, bbox_inches='tight'); plt.close(ax.figure)
-            files += [*save_table(gates, out/'gates'), out/'gates.png']
+            png = run.table('gates').with_suffix('.png')
+            ax = plot_gates(gates); ax.figure.savefig(png, dpi=120, bbox_inches='tight'); plt.close(ax.figure)
+            files += [*save_table(gates, run.table('gates')), png]
         chosen = ', '.join(f"{k[0]}/{k[1]}: {v}" for k, v in head.items()) or 'none'
         text = f"{variants_text(res)}\n\nTopoCL's headline (chosen on validation accuracy): {chosen}\n\n{comparison_text(comparison)}"
         if verbose: print(f'\n{text}\n\n{len(seeds)} seed(s), {time.perf_counter()-t0:.0f} s; results in {out}')
@@ -378,7 +380,7 @@ def stage3_ablation(cfg:Config,             # the experiment's config (stages 1 
                          **_layer_record(m0, splits, tokens, seed, probe_kw), **_gate_record(m0, splits, tokens)))
     for name, over in settings.items():
         tag = name + ('-no-diagrams' if empty_diagrams else '')
-        run = apply_overrides(cfg, {**over, 'out_dir': str(Path(cfg.out_dir)/f'stage3-{tag}'),
+        run = apply_overrides(cfg, {**over, 'out_dir': str(RunFolder(cfg.out_dir).variant(f'stage3-{tag}').path),
                                     'visual_ckpt': str(stage_weights(cfg, 1)), 'topology_ckpt': str(stage_weights(cfg, 2)),
                                     'augment.calibration': str(calibration_path(cfg)), 'augment.empty_diagrams': empty_diagrams})
         r = train_stage(3, run, resume=resume)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 
 from .data import atomic_write
+from .folders import RunFolder
 from .evaluate import paired_ttest, plot_gates
 from .methods import make_method
 from .model import TopoCLModel, cost_breakdown, count_parameters
@@ -19,8 +20,8 @@ from .sweep import load_manifest, run_status
 from .train import config_from_dict
 
 # %% auto #0
-__all__ = ['collect', 'fake_results', 'averaged_tests', 'tally', 'table3', 'settings_table', 'gate_means', 'method_costs',
-           'cost_tables', 'markdown', 'write_table', 'write_report']
+__all__ = ['collect', 'averaged_tests', 'tally', 'table3', 'settings_table', 'gate_means', 'method_costs', 'cost_tables',
+           'markdown', 'write_table', 'write_report']
 
 # %% ../nbs/56_report.ipynb #620343af
 def collect(results)->tuple:
@@ -28,7 +29,7 @@ def collect(results)->tuple:
     manifest, frames = load_manifest(results), []
     status = [run_status(results, r) for r in manifest.to_dict('records')]
     for row, st in zip(manifest.to_dict('records'), status):
-        p = Path(results)/row['out_dir']/'results.csv'
+        p = RunFolder(Path(results)/row['out_dir']).table('results').with_suffix('.csv')
         if st == 'done' and p.is_file():
             frames.append(pd.read_csv(p).drop(columns=['headline'], errors='ignore')
                           .assign(run_id=row['id'], grid=row['grid'], setting=row['setting']))
@@ -36,27 +37,6 @@ def collect(results)->tuple:
     missing = manifest.assign(status=status)
     missing = missing[[s != 'done' for s in status]][['id', 'grid', 'dataset', 'method', 'setting', 'seed', 'status', 'out_dir']]
     return done, missing.reset_index(drop=True)
-
-# %% ../nbs/56_report.ipynb #0b355dcf
-def fake_results(folder, grid:str='g', datasets=('a', 'b'), methods=('simclr',), seeds=range(5), settings=('default',),
-                 means:dict|None=None, skip=(), seed:int=0):
-    "A stand-in results folder for the lessons: manifest and `results.csv` per run, scores ~ N(mean, 0.005)."
-    rng, rows = np.random.default_rng(seed), []
-    means = means or {'baseline': 0.70, 'topocl': 0.75}
-    for ds in datasets:
-        for m in methods:
-            for st in settings:
-                for s in seeds:
-                    rid = f'{grid}-{ds}-{m}-{st}-{s}'.replace(' ', '_').replace('/', '_')
-                    rows.append(dict(id=rid, grid=grid, dataset=ds, method=m, setting=st, seed=s, out_dir=f'runs/{rid}'))
-                    if (ds, m, st, s) in skip: continue
-                    out = Path(folder)/'runs'/rid; out.mkdir(parents=True)
-                    recs = [dict(dataset=ds, method=m, variant=v, seed=s, **{k: mu + rng.normal(0, 0.005) for k in
-                                 ('test_acc', 'test_auc', 'val_acc')}, train_seconds=100.0) for v, mu in means.items()]
-                    pd.DataFrame(recs).to_csv(out/'results.csv', index=False)
-                    (out/'done.json').write_text('{}')
-    Path(folder, 'manifest.json').write_text(json.dumps(rows))
-    return Path(folder)
 
 # %% ../nbs/56_report.ipynb #e3a5f81c
 def averaged_tests(res:pd.DataFrame, metrics=METRICS)->pd.DataFrame:
@@ -150,13 +130,16 @@ def gate_means(results, res:pd.DataFrame)->pd.DataFrame:
 
 # %% ../nbs/56_report.ipynb #75456caa
 def _run_config(results, run_dir:Path):
-    return config_from_dict(json.loads((Path(results)/run_dir/'experiment.json').read_text())['config'])
+    return config_from_dict(json.loads(RunFolder(Path(results)/run_dir).experiment.read_text())['config'])
+
+def _metrics_csv(results, run, stage:int)->Path:
+    "The metrics.csv of one stage of a manifest row's run (its seed's folder)."
+    return RunFolder(Path(results)/run.out_dir).seed(run.seed).stage(stage).metrics
 
 def _img_per_s(results, runs:pd.DataFrame, stage:int)->float:
     vals = []
     for r in runs.itertuples():
-        p = Path(results)/r.out_dir/f'seed{r.seed}'/f'stage{stage}'/'metrics.csv'
-        if p.is_file():
+        if (p := _metrics_csv(results, r, stage)).is_file():
             x = pd.read_csv(p).img_per_s
             vals.append((x.iloc[1:] if len(x) > 1 else x).mean())
     return float(np.mean(vals)) if vals else float('nan')
@@ -178,7 +161,7 @@ def cost_tables(results, res:pd.DataFrame)->tuple:
     man = load_manifest(results)
     runs = man[man.id.isin(set(res.run_id))]
     t6, t7 = [], []
-    runs = runs[[(Path(results)/d/'experiment.json').is_file() for d in runs.out_dir]]   # the config is needed
+    runs = runs[[RunFolder(Path(results)/d).experiment.is_file() for d in runs.out_dir]]   # the config is needed
     for meth, g in runs.groupby('method', sort=False):
         c = method_costs(_run_config(results, g.out_dir.iloc[0]))
         r = res[res.method == meth]
@@ -189,7 +172,7 @@ def cost_tables(results, res:pd.DataFrame)->tuple:
                        'img_per_s': round(_img_per_s(results, g, 1 if who == 'baseline' else 3), 1),
                        'overhead': '-' if who == 'baseline' else _overhead(hours['topocl'], hours['baseline'])})
         secs = [np.mean([pd.read_csv(p).time_s.sum() for x in g.itertuples()
-                         if (p := Path(results)/x.out_dir/f'seed{x.seed}'/f'stage{s}'/'metrics.csv').is_file()] or [np.nan])
+                         if (p := _metrics_csv(results, x, s)).is_file()] or [np.nan])
                 for s in (1, 2, 3)]
         for (part, stage), p, s in zip((('Visual Encoder', 'stage 1'), ('Topo Encoder', 'stage 2'), ('MoE+Proj', 'stage 3 (all parts)')),
                                        c['parts'][:3], secs):

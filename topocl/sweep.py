@@ -13,7 +13,8 @@ import pandas as pd, submitit, yaml
 
 import topocl
 from .data import atomic_write, save_json_atomic
-from .lock import STALE_AFTER, FolderLock, LockedError, describe
+from .folders import RunFolder
+from .lock import STALE_AFTER, LockedError, describe
 from .methods import METHODS
 from .moe import EXPERTS
 from .pipeline import REPRESENTATIONS, check_variants
@@ -201,17 +202,17 @@ def run_commands(row:dict, results, runner:str='papermill', gpus:int=1)->list:
     if not EXPERIMENT_NOTEBOOK.is_file():
         raise FileNotFoundError(f"{EXPERIMENT_NOTEBOOK}: the experiment notebook is not here (an install without the "
                                 "source tree?); use runner='python' (`topocl sweep --runner python`)")
-    nb_out = str(Path(params['out_dir'])/'run.ipynb')
+    nb_out = str(RunFolder(params['out_dir']).notebook)
     return cmds + [[sys.executable, '-m', 'papermill', str(EXPERIMENT_NOTEBOOK), nb_out, '-y', yaml.safe_dump(params),
                     '-k', 'python3', '--no-progress-bar', '--log-output']]
 
 # %% ../nbs/55_sweep.ipynb #bf462fe2
 def run_status(results, row:dict)->str:
     "'done', 'failed', 'started' (a folder, no verdict: interrupted or running) or 'pending'."
-    out = Path(results)/row['out_dir']
-    if (out/'done.json').is_file(): return 'done'
-    if (out/'failed.json').is_file(): return 'failed'
-    return 'started' if out.is_dir() else 'pending'
+    run = RunFolder(Path(results)/row['out_dir'])
+    if run.done.is_file(): return 'done'
+    if run.failed.is_file(): return 'failed'
+    return 'started' if run.path.is_dir() else 'pending'
 
 def _run_logged(cmd:list, log, env:dict)->int:
     p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **env})
@@ -223,28 +224,28 @@ def execute_run(row:dict, results, runner:str='papermill', gpus:int=1,
                 wait:float=0., # seconds to wait for another process that holds the run (0: skip it at once)
                )->dict:
     "Run one manifest row unless it is done or another process runs it; its `done.json` record (a RuntimeError naming the log if it fails)."
-    out = Path(results).resolve()/row['out_dir']
-    done = lambda: {**json.loads((out/'done.json').read_text()), 'skipped': True} if (out/'done.json').is_file() else None
+    run = RunFolder(Path(results).resolve()/row['out_dir'])
+    done = lambda: {**json.loads(run.done.read_text()), 'skipped': True} if run.done.is_file() else None
     if rec := done(): return rec
-    lock = FolderLock(out, what=f"topocl sweep, run {row['id']}")
+    lock = run.lock(f"topocl sweep, run {row['id']}")
     try: lock.acquire(wait=wait)
     except LockedError: return dict(id=row['id'], skipped=True, held_by=describe(lock.holder() or {}))
     with lock:
         # the run may have finished between the first look and the lock
-        return done() or _execute_locked(row, results, runner, gpus, out, lock.env())
+        return done() or _execute_locked(row, results, runner, gpus, run, lock.env())
 
-def _execute_locked(row, results, runner, gpus, out, env):
-    out.mkdir(parents=True, exist_ok=True); (out/'failed.json').unlink(missing_ok=True)
+def _execute_locked(row, results, runner, gpus, run, env):
+    run.path.mkdir(parents=True, exist_ok=True); run.failed.unlink(missing_ok=True)
     t0, what = time.time(), f"run {row['id']} ({row['dataset']}, {row['method']}, {row['setting']}, seed {row['seed']})"
-    with open(out/'log.txt', 'a') as log:
+    with open(run.log, 'a') as log:
         log.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n")
         for cmd in run_commands(row, results, runner, gpus):
             log.write(f"$ {shlex.join(cmd)}\n"); log.flush()
             if rc := _run_logged(cmd, log, env):
-                save_json_atomic(out/'failed.json', dict(id=row['id'], exit_code=rc, command=cmd, log=str(out/'log.txt')))
-                raise RuntimeError(f"{what} failed with exit code {rc}; its log: {out/'log.txt'}")
+                save_json_atomic(run.failed, dict(id=row['id'], exit_code=rc, command=cmd, log=str(run.log)))
+                raise RuntimeError(f"{what} failed with exit code {rc}; its log: {run.log}")
     rec = dict(id=row['id'], seconds=round(time.time() - t0, 1), runner=runner, finished=time.strftime('%Y-%m-%d %H:%M:%S'))
-    save_json_atomic(out/'done.json', rec)
+    save_json_atomic(run.done, rec)
     return rec
 
 # %% ../nbs/55_sweep.ipynb #5fbb6daf

@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .data import atomic_write, image_tensor, load_dataset, default_cache_dir, split_cache_key
 from .lock import FolderLock
+from .folders import STAGE_FILES, RunFolder
 from .roi import EXTRACTORS, SAM_CHECKPOINT_ENV, get_extractor, compute_rois
 from .persistence import PersistenceConfig, TokenMaker
 from .augment import VisualAugment, TopoAugment, Calibration, calibrate
@@ -25,7 +26,7 @@ from .callbacks import (StepInfo, NonFiniteLossError, NonFiniteGuard, ProgressBa
                               TensorBoardLog)
 
 # %% auto #0
-__all__ = ['AMP_DTYPES', 'STAGES', 'STAGE_FILES', 'TOPO_VIEWS', 'VIEWS', 'STAGE3_RECIPES', 'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Stage3Config', 'Config', 'config_from_dict', 'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config', 'stage3_recipe', 'warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'STAGE3_PARTS', 'PRESETS', 'PRESET_SEEDS', 'load_training_images', 'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'stage3_param_groups', 'capture_fusion', 'unimodal_loss', 'cross_modal_loss', 'stage3_terms', 'stage3_loss', 'Trainer', 'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config', 'paper_config', 'for_dataset']
+__all__ = ['AMP_DTYPES', 'STAGES', 'TOPO_VIEWS', 'VIEWS', 'STAGE3_RECIPES', 'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Stage3Config', 'Config', 'config_from_dict', 'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config', 'stage3_recipe', 'warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'STAGE3_PARTS', 'PRESETS', 'PRESET_SEEDS', 'load_training_images', 'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'stage3_param_groups', 'capture_fusion', 'unimodal_loss', 'cross_modal_loss', 'stage3_terms', 'stage3_loss', 'Trainer', 'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config', 'paper_config', 'for_dataset']
 
 # %% ../nbs/30_train.ipynb #0006
 @dataclass
@@ -109,7 +110,6 @@ class Stage3Config:
 
 # %% ../nbs/30_train.ipynb #0007
 STAGES = {1: 'visual pretraining', 2: 'topology pretraining', 3: 'joint fine-tuning'}
-STAGE_FILES = {1: 'visual.pt', 2: 'topology.pt', 3: 'topocl.pt'}  # the trained weights each stage leaves
 TOPO_VIEWS = ('topo-weak', 'topo-strong')
 VIEWS = TOPO_VIEWS + ('visual-weak', 'visual-strong')  # stages 2 and 3 (Table 4): calibrated topology-aware or standard
 
@@ -546,7 +546,7 @@ def training_rois(cfg:Config, images, info:DistInfo|None=None):
 
 def calibration_path(cfg:Config)->Path:
     "The calibration stages 2 and 3 use: `augment.calibration`, else out_dir/calibration.json."
-    return Path(cfg.augment.calibration) if cfg.augment.calibration else Path(cfg.out_dir) / 'calibration.json'
+    return Path(cfg.augment.calibration) if cfg.augment.calibration else RunFolder(cfg.out_dir).calibration
 
 def ensure_calibration(cfg:Config, images, masks, info:DistInfo|None=None)->Calibration:
     "Load the run's calibration, computing and saving it first (rank 0) if it does not exist yet."
@@ -589,7 +589,7 @@ def check_pretrained(cfg:Config)->tuple:
         if given == 'scratch': out.append(None); continue   # the 'w/o pretraining' ablations of Table 5
         path = Path(given) if given else stage_weights(cfg, stage)
         if not path.is_file():
-            ck = stage_dir(cfg, stage) / 'checkpoint.pt'
+            ck = RunFolder(cfg.out_dir).stage(stage).checkpoint
             if given: why = f"{attr}={given} does not exist"
             elif ck.is_file(): why = (f"stage {stage} ({STAGES[stage]}) has not finished: {ck} holds an unfinished run; "
                                       f"resume it (`topocl {cmd} --resume`) first")
@@ -644,12 +644,12 @@ def build_stage(stage:int, cfg:Config, info:DistInfo|None=None)->StageParts:
 
 # %% ../nbs/30c_trainer.ipynb #0038
 def stage_dir(cfg:Config, stage:int)->Path:
-    "The folder of one stage's checkpoint, config and metrics: out_dir/stage{stage}."
-    return Path(cfg.out_dir) / f'stage{stage}'
+    "The folder of one stage's checkpoint, config and metrics: out_dir/stage{stage} (`topocl.folders.RunFolder`)."
+    return RunFolder(cfg.out_dir).stage(stage).path
 
 def stage_weights(cfg:Config, stage:int)->Path:
     "The trained weights a finished stage leaves: out_dir/stage1/visual.pt, stage2/topology.pt, stage3/topocl.pt."
-    return stage_dir(cfg, stage) / STAGE_FILES[stage]
+    return RunFolder(cfg.out_dir).stage(stage).weights
 
 def atomic_torch_save(obj, path)->Path:
     "torch.save to a temporary file in the same folder, then atomically rename it."
@@ -798,8 +798,8 @@ class Trainer:
         # one model config serves the three stages; each stage records the part it trains
         self.stage, self.cfg = stage, replace(cfg, model=replace(cfg.model, kind=STAGE_KINDS[stage]),
                                               train=replace(cfg.train, epochs=epochs_of(cfg, stage)))
-        self.dir = stage_dir(cfg, stage)
-        self.ckpt_path, self.weights_path = self.dir / 'checkpoint.pt', stage_weights(cfg, stage)
+        self.folder = RunFolder(cfg.out_dir).stage(stage)
+        self.dir, self.ckpt_path, self.weights_path = self.folder.path, self.folder.checkpoint, self.folder.weights
         self.epochs = self.cfg.train.epochs
         self.callbacks = sorted(default_callbacks(cfg) if callbacks is None else list(callbacks), key=lambda c: c.order)
 
@@ -843,7 +843,7 @@ class Trainer:
         if isinstance(ck, TrainResult): return ck
         self.setup(ck)
         end = self.epochs if max_epochs is None else min(self.epochs, self.start + max_epochs)
-        if self.info.is_main: save_config(self.cfg, self.dir / 'config.yaml')
+        if self.info.is_main: save_config(self.cfg, self.folder.config)
         self._call('on_fit_start')
         for epoch in range(self.start, end): self.train_epoch(epoch)
         done = end >= self.epochs
@@ -966,7 +966,7 @@ class Trainer:
                       scheduler=self.sched.state_dict(), scaler=self.scaler.state_dict(), rng=rng, metrics=self.metrics,
                       config=config_to_dict(self.cfg), world_size=info.world_size)
             atomic_torch_save(ck, self.ckpt_path)
-            write_metrics_csv(self.metrics, self.dir / 'metrics.csv')
+            write_metrics_csv(self.metrics, self.folder.metrics)
         if info.distributed: dist.barrier()
 
     def prune_checkpoint(self, epoch:int):
