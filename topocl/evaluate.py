@@ -8,7 +8,7 @@ import copy, json, math, os, tempfile, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,11 +26,11 @@ from .persistence import PersistenceConfig, TokenMaker
 from .roi import get_extractor
 
 # %% auto #0
-__all__ = ['METRICS', 'GROUP', 'FEATURE_KINDS', 'accuracy', 'auc_score', 'standardize', 'ProbeResult', 'torch_threads',
-           'linear_probe', 'null_auc_sd', 'knn_accuracy', 'effective_rank', 'summarize', 'paired_ttest',
-           'compare_variants', 'save_table', 'gate_stats', 'plot_gates', 'Features', 'preprocess', 'extract_features',
-           'ph_vectors', 'probe_persistence', 'probe_model', 'load_splits', 'ProbeSettings', 'run_settings',
-           'probe_checkpoint']
+__all__ = ['METRICS', 'GROUP', 'TABLE_FORMATS', 'FEATURE_KINDS', 'accuracy', 'auc_score', 'standardize', 'ProbeResult',
+           'torch_threads', 'linear_probe', 'null_auc_sd', 'knn_accuracy', 'effective_rank', 'summarize',
+           'paired_ttest', 'compare_variants', 'markdown', 'save_table', 'gate_stats', 'plot_gates', 'Features',
+           'preprocess', 'extract_features', 'ph_vectors', 'probe_persistence', 'probe_model', 'load_splits',
+           'ProbeSettings', 'run_settings', 'probe_checkpoint']
 
 # %% ../nbs/40_evaluate.ipynb #0006
 def accuracy(labels, probs) -> float:
@@ -292,15 +292,30 @@ def compare_variants(results, # records with dataset, method, variant, seed and 
     return pd.DataFrame(rows)
 
 # %% ../nbs/40_evaluate.ipynb #0041
+TABLE_FORMATS = ("json", "csv", "md", "tex")
+
+def markdown(df:pd.DataFrame)->str:
+    "A pipe table of `df` (no index)."
+    fmt = lambda v: '' if v is None or (isinstance(v, float) and np.isnan(v)) else f'{v:.4g}' if isinstance(v, float) else str(v)
+    cells = [[str(c) for c in df.columns]] + [[fmt(v) for v in r] for r in df.itertuples(index=False)]
+    line = lambda r: '| ' + ' | '.join(r) + ' |'
+    return '\n'.join([line(cells[0]), line(['---'] * len(df.columns)), *map(line, cells[1:])])
+
 def save_table(df:pd.DataFrame, # the table
-               path, # destination without suffix (a suffix, if given, is replaced): writes path.json and path.csv
+               path, # destination without suffix (a suffix, if given, is replaced)
+               formats:Sequence[str]=("json", "csv"), # any of `TABLE_FORMATS`: JSON records, CSV, Markdown, LaTeX
+               caption:str="", # above the Markdown table, and the LaTeX caption
               ) -> tuple:
-    "Write `df` atomically as `<path>.json` (records) and `<path>.csv`; return both paths."
-    path = Path(path)
-    jp, cp = path.with_suffix(".json"), path.with_suffix(".csv")
-    with _data.atomic_write(jp, "w") as f: f.write(df.to_json(orient="records", indent=2, double_precision=15) + "\n")
-    with _data.atomic_write(cp, "w") as f: f.write(df.to_csv(index=False))
-    return jp, cp
+    "Write `df` atomically as `<path>.<format>` for each format; the paths, in that order."
+    if bad := [f for f in formats if f not in TABLE_FORMATS]: raise ValueError(f"formats: {bad} not in {TABLE_FORMATS}")
+    text = {"json": lambda: df.to_json(orient="records", indent=2, double_precision=15) + "\n",
+            "csv": lambda: df.to_csv(index=False),
+            "md": lambda: (f"{caption}\n\n" if caption else "") + markdown(df) + "\n",
+            "tex": lambda: df.to_latex(index=False, caption=caption or None, escape=True).replace("±", r"$\pm$")}
+    paths = tuple(Path(path).with_suffix("." + f) for f in formats)
+    for f, p in zip(formats, paths):
+        with _data.atomic_write(p, "w") as fh: fh.write(text[f]())
+    return paths
 
 # %% ../nbs/40_evaluate.ipynb #0044
 def _gate_array(name, w, n_experts=None):

@@ -21,14 +21,14 @@ from .evaluate import (probe_checkpoint, load_splits, summarize, compare_variant
                              ph_vectors, linear_probe, extract_features, preprocess, effective_rank)
 
 # %% auto #0
-__all__ = ['METRICS', 'VARIANTS', 'CONTROLS', 'REPRESENTATIONS', 'PROBES', 'COMPUTE', 'check_variants', 'is_main_process',
+__all__ = ['TEST_METRICS', 'VARIANTS', 'CONTROLS', 'REPRESENTATIONS', 'PROBES', 'COMPUTE', 'check_variants', 'is_main_process',
            'seed_config', 'stage_flops', 'equal_time_epochs', 'train_variants', 'run_seconds', 'compute_of',
            'probe_tokens', 'probe_features', 'probe_variants', 'run_seed', 'choose_headline', 'compare_controls',
            'variants_text', 'comparison_text', 'gate_table', 'run_experiment', 'stage3_start', 'fusion_diagnosis',
            'fusion_layers', 'probe_layers', 'stage3_ablation', 'ablation_table', 'plot_ablation', 'demo']
 
 # %% ../nbs/45_pipeline.ipynb #0006
-METRICS = ('test_acc', 'test_auc')  # what the paper reports: accuracy and macro AUC on the test split
+TEST_METRICS = ('test_acc', 'test_auc')  # what the paper reports: accuracy and macro AUC on the test split
 VARIANTS = ('baseline', 'baseline-matched', 'baseline-equal-time', 'topocl-no-diagrams', 'topocl', 'topocl-visual',
             'topocl-topology', 'topocl-concat', 'ph-vector', 'ph-vector+baseline')
 CONTROLS = ('baseline', 'baseline-matched', 'baseline-equal-time', 'topocl-no-diagrams')  # what TopoCL is tested against
@@ -182,7 +182,7 @@ def choose_headline(results:pd.DataFrame)->dict:
     best = val.sort_values(['val_acc', 'order'], ascending=[False, True]).groupby(['dataset', 'method']).head(1)
     return {(b.dataset, b.method): b.variant for b in best.itertuples()}
 
-def compare_controls(results:pd.DataFrame, metrics=METRICS)->pd.DataFrame:
+def compare_controls(results:pd.DataFrame, metrics=TEST_METRICS)->pd.DataFrame:
     "Paired t-tests over seeds of TopoCL's headline representation against each control that was run."
     rows = []
     for (ds, meth), head in choose_headline(results).items():
@@ -255,7 +255,7 @@ def run_experiment(cfg:Config,               # the experiment's config (dataset,
         head = choose_headline(res)
         res['headline'] = [head.get((r.dataset, r.method)) == r.variant for r in res.itertuples()]
         comparison = compare_controls(res)
-        summary = summarize(res, metrics=METRICS + ('val_acc', 'train_seconds', 'train_steps'))
+        summary = summarize(res, metrics=TEST_METRICS + ('val_acc', 'train_seconds', 'train_steps'))
         files = [*save_table(res, run.table('results')), *save_table(summary, run.table('summary')),
                  *save_table(comparison, run.table('comparison'))]
         gates = gate_table(records)

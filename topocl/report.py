@@ -12,16 +12,16 @@ import numpy as np, pandas as pd
 
 from .data import atomic_write
 from .folders import RunFolder
-from .evaluate import paired_ttest, plot_gates
+from .evaluate import markdown, paired_ttest, plot_gates, save_table
 from .methods import make_method
 from .model import TopoCLModel, cost_breakdown, count_parameters
-from .pipeline import CONTROLS, METRICS, choose_headline, compare_controls
+from .pipeline import CONTROLS, TEST_METRICS, choose_headline, compare_controls
 from .sweep import load_manifest, run_status
 from .train import config_from_dict
 
 # %% auto #0
-__all__ = ['collect', 'averaged_tests', 'tally', 'table3', 'settings_table', 'gate_means', 'method_costs', 'cost_tables',
-           'markdown', 'write_table', 'write_report']
+__all__ = ['REPORT_FORMATS', 'collect', 'averaged_tests', 'tally', 'table3', 'settings_table', 'gate_means', 'method_costs',
+           'cost_tables', 'write_report']
 
 # %% ../nbs/56_report.ipynb #620343af
 def collect(results)->tuple:
@@ -39,7 +39,7 @@ def collect(results)->tuple:
     return done, missing.reset_index(drop=True)
 
 # %% ../nbs/56_report.ipynb #e3a5f81c
-def averaged_tests(res:pd.DataFrame, metrics=METRICS)->pd.DataFrame:
+def averaged_tests(res:pd.DataFrame, metrics=TEST_METRICS)->pd.DataFrame:
     "Per method, control and metric: paired t-test over seeds of the dataset-averaged scores of TopoCL's headline and the control."
     head, rows = choose_headline(res), []
     for meth, g in res.groupby('method', sort=False):
@@ -78,7 +78,7 @@ def _pm(x:pd.Series)->str:
 
 def _stars(p)->str: return '' if pd.isna(p) else '**' if p < 0.001 else '*' if p < 0.05 else ''
 
-def table3(res:pd.DataFrame, metrics=METRICS)->pd.DataFrame:
+def table3(res:pd.DataFrame, metrics=TEST_METRICS)->pd.DataFrame:
     "Paper-style Table 3: per method the baseline, TopoCL's headline and the other controls; per data set ACC and AUC."
     head, tests = choose_headline(res), compare_controls(res, metrics)
     rows = []
@@ -184,29 +184,14 @@ def cost_tables(results, res:pd.DataFrame)->tuple:
     return pd.DataFrame(t6), pd.DataFrame(t7)
 
 # %% ../nbs/56_report.ipynb #d2206d01
-def markdown(df:pd.DataFrame)->str:
-    "A pipe table of `df` (no index)."
-    fmt = lambda v: '' if v is None or (isinstance(v, float) and np.isnan(v)) else f'{v:.4g}' if isinstance(v, float) else str(v)
-    cells = [[str(c) for c in df.columns]] + [[fmt(v) for v in r] for r in df.itertuples(index=False)]
-    line = lambda r: '| ' + ' | '.join(r) + ' |'
-    return '\n'.join([line(cells[0]), line(['---'] * len(df.columns)), *map(line, cells[1:])])
-
-def write_table(df:pd.DataFrame, path, caption:str='')->list:
-    "`df` as path.md, path.tex and path.csv (each written atomically); the paths."
-    path, files = Path(path), []
-    tex = df.to_latex(index=False, caption=caption or None, escape=True).replace('±', r'$\pm$')
-    for suffix, text in (('.md', (f'{caption}\n\n' if caption else '') + markdown(df) + '\n'), ('.tex', tex),
-                         ('.csv', df.to_csv(index=False))):
-        with atomic_write(path.with_suffix(suffix), 'w') as f: f.write(text)
-        files.append(path.with_suffix(suffix))
-    return files
+REPORT_FORMATS = ('md', 'tex', 'csv')   # each table of the report: for reading, for the paper, for tools
 
 # %% ../nbs/56_report.ipynb #2534466c
 def _grid_report(name, settings, res, results, out, figures)->tuple:
     "Tables (and gate figures) of one grid's finished runs: ({file stem: table}, markdown)."
     tables, figs = {}, []
     if len(settings) > 1:
-        for m in METRICS:
+        for m in TEST_METRICS:
             tables[f"{name}-{m.removeprefix('test_')}"] = settings_table(res, m, order=settings)
     else:
         tests = compare_controls(res); avg = averaged_tests(res)
@@ -217,7 +202,6 @@ def _grid_report(name, settings, res, results, out, figures)->tuple:
         if len(gates):
             tables[f'{name}-gates'] = gates
             if figures:
-                import matplotlib; matplotlib.use('Agg', force=False)
                 import matplotlib.pyplot as plt
                 for meth, g in gates.groupby('method', sort=False):
                     ax = plot_gates(g, title=f'Mean gate weight per expert ({meth})')
@@ -238,8 +222,8 @@ def write_report(results, out=None, figures:bool=True)->dict:
         t, text = _grid_report(name, list(dict.fromkeys(g.setting)), r, results, out, figures)
         tables.update(t); parts.append(text)
     if len(missing): parts.append(f'## Not finished\n\n{markdown(missing)}\n')
-    files = [f for stem, t in tables.items() for f in write_table(t, out/stem, stem)]
-    files += write_table(missing, out/'missing')
+    files = [f for stem, t in tables.items() for f in save_table(t, out/stem, REPORT_FORMATS, stem)]
+    files += save_table(missing, out/'missing', REPORT_FORMATS)
     text = '\n'.join(parts)
     with atomic_write(out/'report.md', 'w') as f: f.write(text)
     return dict(tables=tables, missing=missing, files=[str(f) for f in files + [out/'report.md']], markdown=text)
