@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np, torch
 from tqdm.auto import tqdm
 from .data import default_cache_dir, load_dataset, split_cache_key
-from .evaluate import extract_features, knn_accuracy, effective_rank
+from .features import extract_features, knn_accuracy, effective_rank
 from .persistence import TokenMaker
 from .roi import get_extractor
 

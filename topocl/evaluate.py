@@ -21,16 +21,16 @@ from sklearn.metrics import roc_auc_score
 from . import data as _data
 from .augment import Calibration, VisualAugment
 from .model import load_checkpoint
+from .features import FEATURE_KINDS, Features, effective_rank, extract_features, knn_accuracy, preprocess
 from .moe import EXPERTS
 from .persistence import PersistenceConfig, TokenMaker
 from .roi import get_extractor
 
 # %% auto #0
-__all__ = ['METRICS', 'GROUP', 'TABLE_FORMATS', 'FEATURE_KINDS', 'accuracy', 'auc_score', 'standardize', 'ProbeResult',
-           'torch_threads', 'linear_probe', 'null_auc_sd', 'knn_accuracy', 'effective_rank', 'summarize',
-           'paired_ttest', 'compare_variants', 'markdown', 'save_table', 'gate_stats', 'plot_gates', 'Features',
-           'preprocess', 'extract_features', 'ph_vectors', 'probe_persistence', 'probe_model', 'load_splits',
-           'ProbeSettings', 'run_settings', 'probe_checkpoint']
+__all__ = ['METRICS', 'GROUP', 'TABLE_FORMATS', 'accuracy', 'auc_score', 'standardize', 'ProbeResult', 'torch_threads',
+           'linear_probe', 'null_auc_sd', 'summarize', 'paired_ttest', 'compare_variants', 'markdown', 'save_table',
+           'gate_stats', 'plot_gates', 'ph_vectors', 'probe_persistence', 'probe_model', 'load_splits', 'ProbeSettings',
+           'run_settings', 'probe_checkpoint']
 
 # %% ../nbs/40_evaluate.ipynb #0006
 def accuracy(labels, probs) -> float:
@@ -192,32 +192,6 @@ def null_auc_sd(n0:int, # negatives in the test split
     "Standard deviation of the ROC AUC of an uninformative score (Mann-Whitney null)."
     return math.sqrt((n0 + n1 + 1) / (12 * n0 * n1))
 
-# %% ../nbs/40_evaluate.ipynb #115d777f
-def knn_accuracy(bank:np.ndarray, # (N,D) features of the labelled memory bank (the training split)
-                 bank_labels:np.ndarray, # (N,) int labels of the bank
-                 query:np.ndarray, # (M,D) features to classify (the validation split)
-                 query_labels:np.ndarray, # (M,) int labels of the queries
-                 k:int=20, # neighbours that vote
-                ) -> float:
-    "Accuracy of a similarity-weighted k-nearest-neighbour vote on cosine similarity."
-    bank, query = (torch.nn.functional.normalize(torch.as_tensor(np.asarray(x), dtype=torch.float32), dim=1) for x in (bank, query))
-    yb, yq = torch.as_tensor(np.asarray(bank_labels)).long().ravel(), torch.as_tensor(np.asarray(query_labels)).long().ravel()
-    if len(yb) != len(bank) or len(yq) != len(query): raise ValueError("knn_accuracy: features and labels differ in length")
-    sim, idx = (query @ bank.T).topk(min(k, len(bank)), dim=1)
-    votes = torch.zeros(len(query), int(max(yb.max(), yq.max())) + 1).scatter_add_(1, yb[idx], sim.clamp_min(0))
-    return float((votes.argmax(1) == yq).float().mean())
-
-# %% ../nbs/40_evaluate.ipynb #37d210cb
-def effective_rank(feats:np.ndarray, # (N, D) features
-                  )->float:
-    "exp of the entropy of the normalised singular values of the centred features: how many directions they use."
-    x = np.asarray(feats, dtype=np.float64)
-    s = np.linalg.svd(x - x.mean(0), compute_uv=False)
-    if not s.sum() > 0: return 0.0
-    p = s[s > 0] / s.sum()
-    return float(np.exp(-(p * np.log(p)).sum()))
-
-
 # %% ../nbs/40_evaluate.ipynb #0031
 METRICS = ("acc", "auc")
 GROUP = ("dataset", "method", "variant")
@@ -352,73 +326,6 @@ def plot_gates(table:pd.DataFrame, # `gate_stats` output
     ax.set(ylabel="mean gate weight", xlabel="", title=title)
     ax.legend(title="expert", fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
     return ax
-
-# %% ../nbs/40_evaluate.ipynb #0049
-FEATURE_KINDS = ("visual", "fused", "topology", "concat")  # concat: visual and topology features side by side
-
-class Features(NamedTuple):
-    "What `extract_features` returns."
-    feats: np.ndarray  # float32 (N, D) probe representation
-    gates: np.ndarray|None  # float32 (N, E) MoE gate weights for kind='fused', else None
-
-# %% ../nbs/40_evaluate.ipynb #0050
-def preprocess(images, # uint8 or float [0,1] numpy: (B,H,W) gray or (B,H,W,3) RGB
-               channels:int, # the model's input channels (1 or 3)
-               size:int|None=None, # side the model expects; None: keep the images' size
-               normalize=None, # as in training: None ([0,1]), 'imagenet' or (mean, std)
-              ) -> torch.Tensor:
-    "A batch through training's un-augmented path: float32 (B, C, H, W)."
-    x = _data.image_tensor(images, 'images', stacked=True)
-    if x.shape[1] != channels: raise ValueError(f"images have {x.shape[1]} channel(s), the model takes {channels}")
-    return VisualAugment(size or x.shape[-2], channels, "none", normalize).transform(x)
-
-# %% ../nbs/40_evaluate.ipynb #0053
-def _check_tokens(tokens, pad, n, k):
-    "Tokens (N,K,4) float and pad (N,K) bool as tensors, or a ValueError."
-    if tokens is None: raise ValueError("tokens: this kind needs diagram tokens (see `topocl.persistence.TokenMaker.split`)")
-    tokens = torch.as_tensor(tokens, dtype=torch.float32)
-    if tokens.shape != (n, k, 4): raise ValueError(f"tokens: expected shape ({n}, {k}, 4), got {tuple(tokens.shape)}")
-    pad = torch.zeros(n, k, dtype=torch.bool) if pad is None else torch.as_tensor(pad)
-    if pad.shape != (n, k) or pad.dtype != torch.bool:
-        raise ValueError(f"pad: expected bool ({n}, {k}) with True = padded, got {pad.dtype} {tuple(pad.shape)}")
-    return tokens, pad
-
-def extract_features(model, # a `TopoCLModel` (frozen: run in eval mode, no gradients)
-                     images, # uint8/float numpy (N,H,W) or (N,H,W,3); unused for kind='topology'
-                     kind:str="visual", # 'visual' (baseline), 'fused' (TopoCL) or 'topology'
-                     tokens=None, # (N, k0+k1, 4) diagram tokens of the un-augmented ROI images (fused, topology)
-                     pad=None, # (N, k0+k1) bool, True = padded
-                     batch_size:int=256, # images per forward pass
-                     device=None, # where to run; None: where the model's parameters are
-                     size:int|None=None, # input side the model was trained at; None: the images' size
-                     normalize=None, # training's normalisation: None ([0,1]), 'imagenet' or (mean, std)
-                    ) -> Features:
-    "Frozen-model features (N, D) for a linear probe, and the MoE gate weights (N, E) for kind='fused'."
-    if kind not in FEATURE_KINDS: raise ValueError(f"kind: expected one of {FEATURE_KINDS}, got {kind!r}")
-    parts = {"visual": [model.visual], "fused": [model.fusion], "topology": [model.topology],
-             "concat": [model.visual, model.topology]}[kind]
-    if any(p is None for p in parts): raise ValueError(f"kind={kind!r}: a kind={model.config.kind!r} model has no such part")
-    if images is None and kind != "topology": raise ValueError(f"images: kind={kind!r} needs the images")
-    n = len(images) if images is not None else len(tokens) if tokens is not None else 0
-    if kind != "visual": tokens, pad = _check_tokens(tokens, pad, n, model.config.k0 + model.config.k1)
-    if device is not None: model.to(device)
-    dev = next(model.parameters()).device
-    was, feats, gates = model.training, [], []
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for s in range(0, n, batch_size):
-                x = None if kind == "topology" else preprocess(images[s:s + batch_size], model.config.in_chans,
-                                                                 size, normalize).to(dev)
-                t, p = (None, None) if kind == "visual" else (tokens[s:s + batch_size].to(dev), pad[s:s + batch_size].to(dev))
-                if kind == "visual": f = model.forward_visual(x)
-                elif kind == "topology": f = model.forward_topology(t, p)
-                elif kind == "concat": f = torch.cat([model.forward_visual(x), model.forward_topology(t, p)], dim=1)
-                else:
-                    out = model.fuse(x, t, p); f = out.fused; gates.append(out.gates.float().cpu())
-                feats.append(f.float().cpu())
-    finally: model.train(was)
-    return Features(torch.cat(feats).numpy(), torch.cat(gates).numpy() if gates else None)
 
 # %% ../nbs/40_evaluate.ipynb #edd03798
 def ph_vectors(diagrams, # a `DiagramSet` or a sequence of `Diagram`s (birth, death in [0, 1])

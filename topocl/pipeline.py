@@ -18,7 +18,8 @@ from .model import TopoCLModel, load_checkpoint, load_pretrained, save_checkpoin
 from .train import (Config, train_stage, demo_config, config_to_dict, apply_overrides, epochs_of, calibration_path, seed_everything,
                           check_pretrained, stage_weights, seeded, stage3_recipe, validate_config)
 from .evaluate import (probe_checkpoint, load_splits, summarize, compare_variants, save_table, plot_gates,
-                             ph_vectors, linear_probe, extract_features, preprocess, effective_rank)
+                             ph_vectors, linear_probe)
+from .features import extract_features, preprocess, effective_rank
 
 # %% auto #0
 __all__ = ['TEST_METRICS', 'VARIANTS', 'CONTROLS', 'REPRESENTATIONS', 'PROBES', 'COMPUTE', 'check_variants', 'is_main_process',
