@@ -1,8 +1,12 @@
-"""The `topocl` console command end to end: a subprocess per call, as a user runs it."""
-import json, os, socket, subprocess, sys
+"""The `topocl` console command end to end: a subprocess per call, as a user runs it. Commands refused before any
+work run in this process through `topocl.cli.main` (`here`): a subprocess costs ~5 s of imports, and the console
+command itself runs as a subprocess in the tests of help, data info, roi/calibrate, export, run, probe and demo.
+One tiny two-seed `topocl run` (`tiny_run`) is shared by the tests that only read it."""
+import json, os, shutil, socket, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
+from topocl.cli import main
 
 def topocl(*args, cwd=None, env=None, check=True, timeout=600):
     "Run the installed console command; returns the CompletedProcess."
@@ -10,6 +14,28 @@ def topocl(*args, cwd=None, env=None, check=True, timeout=600):
     r = subprocess.run(['topocl', *map(str, args)], capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout)
     if check and r.returncode != 0: raise AssertionError(f'topocl {args} failed ({r.returncode}):\n{r.stderr[-3000:]}')
     return r
+
+def here(capsys, *args):
+    """`topocl ARGS` in this process: (exit status, stderr). An error that escaped as a traceback would raise here and
+    fail the test, so a returned status of 2 is the one-line refusal a user sees."""
+    try: rc = main([str(a) for a in args])
+    except SystemExit as e: rc = e.code     # argparse's own errors
+    return rc, capsys.readouterr().err
+
+# the two-seed run of `tiny_run`: every stage, 4 variants, stage budgets 2,1,2
+RUN = dict(preset='tiny', seeds=[0, 1], limit=48, probe_epochs=5, stage_epochs='2,1,2',
+           variants=['baseline', 'baseline-matched', 'topocl', 'topocl-visual'])
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+    """`topocl run` on the tiny preset (`RUN`), once per module: (run folder, the command's CompletedProcess).
+    Read by test_run_two_seeds_then_probe (tables, `topocl probe`), test_export_loads_into_plain_torchvision
+    (seed0/stage1/visual.pt) and test_papermill_experiment_notebook (a copy whose stages the notebook reuses)."""
+    d = tmp_path_factory.mktemp('tiny-run')
+    r = topocl('run', '--preset', RUN['preset'], '--out-dir', d/'run', '--seeds', *RUN['seeds'], '--limit', RUN['limit'],
+               '--probe-epochs', RUN['probe_epochs'], '--stage-epochs', RUN['stage_epochs'], '--variants', *RUN['variants'],
+               env={'TOPOCL_CACHE': str(d/'cache')})
+    return d/'run', r
 
 def test_help_lists_every_command():
     out = topocl('--help').stdout
@@ -21,20 +47,20 @@ def test_data_info_on_real_breastmnist(medmnist_root):
     info = json.loads(topocl('data', 'info', '--dataset', 'breastmnist', '--root', medmnist_root).stdout)
     assert {s: v['count'] for s, v in info['splits'].items()} == {'train': 546, 'val': 78, 'test': 156}
 
-def test_missing_file_is_one_clear_line(tmp_path):
-    r = topocl('data', 'info', '--dataset', 'pathmnist', '--root', tmp_path, check=False)
-    assert r.returncode == 2
-    assert 'pathmnist' in r.stderr and str(tmp_path) in r.stderr and 'Traceback' not in r.stderr
+def test_missing_file_is_one_clear_line(tmp_path, capsys, isolated_env):
+    rc, err = here(capsys, 'data', 'info', '--dataset', 'pathmnist', '--root', tmp_path)
+    assert rc == 2
+    assert 'pathmnist' in err and str(tmp_path) in err and 'Traceback' not in err
 
-def test_bad_config_value_names_the_field(tmp_path):
-    r = topocl('pretrain-visual', '--preset', 'tiny', '--out-dir', tmp_path, '--lr', '-1', check=False)
-    assert r.returncode == 2 and 'train.lr' in r.stderr and 'Traceback' not in r.stderr
-    r = topocl('pretrain-visual', '--preset', 'tiny', '--out-dir', tmp_path, '--set', 'train.nope=1', check=False)
-    assert r.returncode == 2 and 'train.nope' in r.stderr
+def test_bad_config_value_names_the_field(tmp_path, capsys, isolated_env):
+    rc, err = here(capsys, 'pretrain-visual', '--preset', 'tiny', '--out-dir', tmp_path, '--lr', '-1')
+    assert rc == 2 and 'train.lr' in err and 'Traceback' not in err
+    rc, err = here(capsys, 'pretrain-visual', '--preset', 'tiny', '--out-dir', tmp_path, '--set', 'train.nope=1')
+    assert rc == 2 and 'train.nope' in err
 
-def test_finetune_without_pretraining_names_the_stage(tmp_path):
-    r = topocl('finetune', '--preset', 'tiny', '--out-dir', tmp_path, check=False)
-    assert r.returncode == 2 and 'stage 1' in r.stderr and 'pretrain-visual' in r.stderr
+def test_finetune_without_pretraining_names_the_stage(tmp_path, capsys, isolated_env):
+    rc, err = here(capsys, 'finetune', '--preset', 'tiny', '--out-dir', tmp_path)
+    assert rc == 2 and 'stage 1' in err and 'pretrain-visual' in err
 
 def test_roi_and_calibrate_on_synthetic(tmp_path):
     env = {'TOPOCL_CACHE': str(tmp_path/'cache')}
@@ -43,13 +69,11 @@ def test_roi_and_calibrate_on_synthetic(tmp_path):
     r = topocl('calibrate', '--dataset', 'synthetic', '--n-images', 24, '--out', tmp_path/'cal.json', env=env)
     assert (tmp_path/'cal.json').is_file() and 'admissible' in r.stdout
 
-def test_export_loads_into_plain_torchvision(tmp_path):
+def test_export_loads_into_plain_torchvision(tmp_path, tiny_run, capsys):
     "`topocl export` of a trained stage-1 backbone: the sidecar's own snippet loads it into torchvision, same features."
     import torch
     from topocl.model import load_checkpoint
-    env = {'TOPOCL_CACHE': str(tmp_path/'cache')}
-    topocl('pretrain-visual', '--preset', 'tiny', '--epochs', 1, '--out-dir', tmp_path/'run', env=env)
-    ck = tmp_path/'run'/'stage1'/'visual.pt'
+    ck = tiny_run[0]/'seed0'/'stage1'/'visual.pt'     # read only: the export is written to tmp_path
     out = json.loads(topocl('export', ck, tmp_path/'exp').stdout)
     assert set(out) == {'visual'} and Path(out['visual']['weights']).is_file()
     side = json.loads((tmp_path/'exp'/'visual-resnet18.json').read_text())
@@ -59,15 +83,13 @@ def test_export_loads_into_plain_torchvision(tmp_path):
     subprocess.run([sys.executable, '-c', code], cwd=tmp_path/'exp', check=True, timeout=300)   # no topocl import needed
     with torch.no_grad(): ref = load_checkpoint(ck).eval().visual(x)
     assert torch.allclose(torch.load(tmp_path/'exp'/'y.pt'), ref, atol=1e-6)
-    r = topocl('export', tmp_path/'nope.pt', tmp_path/'exp2', check=False)
-    assert r.returncode == 2 and 'nope.pt' in r.stderr and 'Traceback' not in r.stderr
+    rc, err = here(capsys, 'export', tmp_path/'nope.pt', tmp_path/'exp2')
+    assert rc == 2 and 'nope.pt' in err and 'Traceback' not in err
 
-def test_run_two_seeds_then_probe(tmp_path):
+def test_run_two_seeds_then_probe(tmp_path, tiny_run):
     "`topocl run` on the tiny preset: stages, probes, tables; then `topocl probe` of the saved TopoCL model."
-    out = tmp_path/'run'
-    env = {'TOPOCL_CACHE': str(tmp_path/'cache')}
-    r = topocl('run', '--preset', 'tiny', '--out-dir', out, '--seeds', 0, 1, '--limit', 48, '--probe-epochs', 5,
-               '--stage-epochs', '2,1,2', '--variants', 'baseline', 'baseline-matched', 'topocl', 'topocl-visual', env=env)
+    out, r = tiny_run
+    env = {'TOPOCL_CACHE': str(tmp_path/'cache')}    # the probe's ROI and diagram caches: not in the shared run's
     assert 'headline (chosen on validation accuracy)' in r.stdout and 'ACC' in r.stdout
     for f in ('results.csv', 'summary.csv', 'comparison.json', 'gates.png'): assert (out/f).is_file(), f
     rows = json.loads((out/'results.json').read_text())
@@ -84,7 +106,7 @@ def test_run_two_seeds_then_probe(tmp_path):
 def _files(folder):
     return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob('*') if p.is_file()}
 
-def test_second_run_into_a_locked_folder_fails_naming_the_holder(tmp_path):
+def test_second_run_into_a_locked_folder_fails_naming_the_holder(tmp_path, capsys, isolated_env):
     "While one process holds a run folder, `topocl run` into it fails at once, names the holder and writes nothing."
     out = tmp_path/'run'; (out/'seed0'/'stage1').mkdir(parents=True); (out/'seed0'/'stage1'/'metrics.csv').write_text('epoch,loss\n1,2.0\n')
     code = f"from topocl.lock import FolderLock; import time; FolderLock({str(out)!r}, what='topocl experiment').acquire(); print('held', flush=True); time.sleep(120)"
@@ -92,29 +114,40 @@ def test_second_run_into_a_locked_folder_fails_naming_the_holder(tmp_path):
     try:
         assert holder.stdout.readline().strip() == 'held'
         before = _files(out)
-        r = topocl('run', '--preset', 'tiny', '--out-dir', out, '--seeds', 0, check=False, env={'TOPOCL_CACHE': str(tmp_path/'cache')})
-        assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr
-        assert f'topocl experiment on host {socket.gethostname()}, pid {holder.pid}' in r.stderr and str(out) in r.stderr
+        rc, err = here(capsys, 'run', '--preset', 'tiny', '--out-dir', out, '--seeds', 0)
+        assert rc == 2 and 'Traceback' not in err, err
+        assert f'topocl experiment on host {socket.gethostname()}, pid {holder.pid}' in err and str(out) in err
         assert _files(out) == before
     finally: holder.kill(); holder.wait()
 
-def test_papermill_experiment_notebook(tmp_path, monkeypatch):
-    "The experiment notebook runs under papermill with tiny parameters and leaves its tables behind."
+def test_papermill_experiment_notebook(tmp_path, monkeypatch, tiny_run):
+    """The experiment notebook runs under papermill with tiny parameters and leaves its tables behind.
+    It runs in a copy of `tiny_run` with the same settings (epochs=2 is the tiny preset's own), so it reuses the
+    finished stages and probes again; training inside the notebook is what test_sweep's tiny grid does (papermill
+    runner, four runs)."""
     import papermill as pm
     nb = Path(__file__).resolve().parents[1]/'nbs'/'experiments'/'run.ipynb'
-    out = tmp_path/'exp'
+    out = Path(shutil.copytree(tiny_run[0], tmp_path/'exp'))
+    (out/'comparison.json').unlink()                     # the notebook's run writes it again
     monkeypatch.setenv('TOPOCL_CACHE', str(tmp_path/'cache'))
     pm.execute_notebook(str(nb), str(tmp_path/'run-out.ipynb'), kernel_name='python3', progress_bar=False,
-                        parameters=dict(preset='tiny', epochs=2, seeds=[0, 1], limit=48, probe_epochs=5,
-                                        out_dir=str(out), backbone='resnet18'))
+                        parameters=dict(RUN, epochs=2, out_dir=str(out), backbone='resnet18'))
     comp = json.loads((out/'comparison.json').read_text())
     assert {c['metric'] for c in comp} == {'test_acc', 'test_auc'}
-    assert 'topocl run --preset tiny' in (tmp_path/'run-out.ipynb').read_text()
+    text = (tmp_path/'run-out.ipynb').read_text()
+    assert 'topocl run --preset tiny' in text
+    assert 'starting from scratch' not in text             # the copied stages were reused, not trained again
+
+# the tiny preset's widths (topocl.train.tiny_config): the demo's own model (ResNet-18 with the small-input stem at full
+# width, a 384-wide topology encoder and MoE) took 3/4 of the test's time, and no assertion below is about its size
+SMALL_MODEL = ['model.small_input=false', 'model.topo_dim=32', 'model.topo_heads=2', 'model.topo_out=32', 'model.fusion_dim=32',
+               'model.expert_dim=32', 'model.hidden=32', 'model.embed_dim=16', 'model.cross_tokens=4', 'model.fusion_heads=2']
 
 def test_demo_main_command(tmp_path):
-    "The README's main command, shortened (one epoch per stage, 128 training and 64 probe images): every variant, the tables."
+    """The README's main command, shortened (one epoch per stage, 128 training and 64 probe images, the tiny preset's
+    model widths through `--set`): every variant, the tables."""
     r = topocl('demo', '--epochs', 1, '--n-train', 128, '--limit', 64, '--probe-epochs', 10, '--out-dir', tmp_path/'demo',
-               env={'TOPOCL_CACHE': str(tmp_path/'cache')}, timeout=900)
+               *[a for kv in SMALL_MODEL for a in ('--set', kv)], env={'TOPOCL_CACHE': str(tmp_path/'cache')}, timeout=900)
     table = r.stdout
     assert 'baseline-equal-time' in table and 'topocl-no-diagrams' in table and 'ACC' in table and 'AUC' in table
     rows = json.loads((tmp_path/'demo'/'results.json').read_text())
@@ -134,11 +167,11 @@ def test_demo_main_command(tmp_path):
     (['--stage3', 'best'], "invalid choice: 'best'"),
     (['--set', 'stage3.lr_visual=0'], 'stage3.lr_visual must be None or > 0'),
 ])
-def test_run_refuses_bad_settings_before_training(tmp_path, args, msg):
+def test_run_refuses_bad_settings_before_training(tmp_path, args, msg, capsys, isolated_env, monkeypatch):
     "Bad stage budgets, variants, bands or a SAM preset without weights fail at once, naming what is wrong."
-    r = topocl('run', '--preset', 'tiny', '--out-dir', tmp_path/'run', *args, check=False,
-               env={'TOPOCL_CACHE': str(tmp_path/'cache'), 'TOPOCL_SAM_CHECKPOINT': ''})
-    assert r.returncode == 2 and msg in r.stderr, r.stderr
+    monkeypatch.setenv('TOPOCL_SAM_CHECKPOINT', '')
+    rc, err = here(capsys, 'run', '--preset', 'tiny', '--out-dir', tmp_path/'run', *args)
+    assert rc == 2 and msg in err, err
     assert not (tmp_path/'run'/'seed0').exists()
 
 

@@ -280,7 +280,7 @@ def fused():
 def test_preprocess_matches_training_eval_transform():
     import torch
     from topocl.augment import VisualAugment
-    from topocl.evaluate import preprocess
+    from topocl.features import preprocess
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
     aug = VisualAugment(32, 1, "none", ((0.4,), (0.2,)))
@@ -293,7 +293,7 @@ def test_preprocess_matches_training_eval_transform():
 
 def test_extract_features_kinds_and_gates(fused):
     import torch
-    from topocl.evaluate import extract_features, preprocess
+    from topocl.features import extract_features, preprocess
     from topocl.data import make_synthetic
     s = make_synthetic(6, size=28, seed=1)
     tok, pad = torch.rand(6, 144, 4), torch.zeros(6, 144, dtype=torch.bool)

@@ -1,10 +1,12 @@
 """`topocl sweep` and `topocl report` end to end on CPU: a tiny grid through the local executor and through
-submitit's local executor, reruns that skip, a killed run that resumes, a time limit that requeues."""
-import json, os, signal, subprocess, time
+submitit's local executor, reruns that skip, a killed run that resumes, a time limit that requeues.
+The tiny grid is trained once per module (`tiny_grid`); the tests that add to it work on a copy."""
+import json, os, shutil, signal, subprocess, time
 from pathlib import Path
 import pandas as pd
 import pytest
 from topocl import sweep as S
+from topocl.cli import main
 
 # two methods x two seeds, the tiny preset, the baseline and TopoCL, short probes
 TINY = dict(name='tiny', preset='tiny', datasets=['synthetic'], methods=['simclr', 'byol'], seeds=[0, 1],
@@ -20,46 +22,69 @@ def grid_file(tmp_path, **changes):
     import yaml
     p = tmp_path/'grid.yaml'; p.write_text(yaml.safe_dump({**TINY, **changes})); return p
 
+def here(capsys, *args):
+    """`topocl ARGS` in this process, for commands refused before any work (a subprocess costs ~5 s of imports each):
+    exit status, stdout, stderr. An error that escaped as a traceback would raise here and fail the test; the
+    console command itself runs as a subprocess in the tiny grid below."""
+    try: rc = main([str(a) for a in args])
+    except SystemExit as e: rc = e.code     # argparse's own errors
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
 @pytest.fixture
 def cache_env(tmp_path, monkeypatch):
     monkeypatch.setenv('TOPOCL_CACHE', str(tmp_path/'cache'))
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     return {'TOPOCL_CACHE': str(tmp_path/'cache')}
 
+@pytest.fixture(scope='module')
+def tiny_grid(tmp_path_factory):
+    """The tiny grid (TINY: 2 methods x 2 seeds) run once through the console command, papermill runner, two runs
+    at once: (results folder, the command's stdout). Read by test_tiny_grid_local_rerun_skips_and_report,
+    test_report_lists_missing_runs and test_submitit_local_executor_runs_the_array, each on its own copy."""
+    d = tmp_path_factory.mktemp('tiny-grid')
+    r = topocl('sweep', grid_file(d), '--results', d/'res', '--jobs', 2, env={'TOPOCL_CACHE': str(d/'cache')})
+    return d/'res', r.stdout
 
-def test_slurm_dry_run_prints_the_job_array(tmp_path):
-    r = topocl('sweep', 'table3', '--results', tmp_path/'res', '--executor', 'slurm', '--dry-run',
-               '--partition', 'gpu', '--gpus-per-node', 2, '--time-min', 600, '--array-parallelism', 8)
-    assert 'grid table3: 125 run(s), 0 done, 125 to run' in r.stdout
+def copy_of(results, tmp_path):
+    "A private copy of a shared results folder, for a test that writes into it."
+    return Path(shutil.copytree(results, tmp_path/'res'))
+
+
+def test_slurm_dry_run_prints_the_job_array(tmp_path, capsys):
+    rc, out, err = here(capsys, 'sweep', 'table3', '--results', tmp_path/'res', '--executor', 'slurm', '--dry-run',
+                        '--partition', 'gpu', '--gpus-per-node', 2, '--time-min', 600, '--array-parallelism', 8)
+    assert rc == 0, err
+    assert 'grid table3: 125 run(s), 0 done, 125 to run' in out
     for line in ('#SBATCH --array=0-124%8', '#SBATCH --partition=gpu', '#SBATCH --gpus-per-node=2', '#SBATCH --time=600',
                  '#SBATCH --signal=USR2@90', 'submitit.core._submit'):
-        assert line in r.stdout, line
+        assert line in out, line
     assert not (tmp_path/'res').exists()   # a dry run writes nothing
 
-def test_bad_grid_file_names_file_and_field(tmp_path):
+def test_bad_grid_file_names_file_and_field(tmp_path, capsys):
     p = tmp_path/'g.yaml'; p.write_text('datasets: [synthetic]\nmethods: [simclr, swav]\nseeds: [0]\n')
-    r = topocl('sweep', p, '--results', tmp_path/'res', check=False)
-    assert r.returncode == 2 and 'g.yaml' in r.stderr and 'methods' in r.stderr and 'swav' in r.stderr
-    r = topocl('report', tmp_path/'nowhere', check=False)
-    assert r.returncode == 2 and 'manifest' in r.stderr
+    rc, _, err = here(capsys, 'sweep', p, '--results', tmp_path/'res')
+    assert rc == 2 and 'g.yaml' in err and 'methods' in err and 'swav' in err
+    rc, _, err = here(capsys, 'report', tmp_path/'nowhere')
+    assert rc == 2 and 'manifest' in err
     # a bad value is refused when the grid expands, even in a dry run, before anything is written or submitted
-    r = topocl('sweep', grid_file(tmp_path, overrides=['train.lr=-1']), '--results', tmp_path/'res', '--dry-run', check=False)
-    assert r.returncode == 2 and 'train.lr must be > 0' in r.stderr and "setting 'default'" in r.stderr, r.stderr
+    rc, _, err = here(capsys, 'sweep', grid_file(tmp_path, overrides=['train.lr=-1']), '--results', tmp_path/'res', '--dry-run')
+    assert rc == 2 and 'train.lr must be > 0' in err and "setting 'default'" in err, err
     assert not (tmp_path/'res').exists()
 
-def test_tiny_grid_local_rerun_skips_and_report(tmp_path, cache_env):
+def test_tiny_grid_local_rerun_skips_and_report(tmp_path, cache_env, tiny_grid, capsys):
     "The tiny grid through papermill, two runs at once; a rerun skips all four; the report's tables have p-values and the tally."
-    res = tmp_path/'res'
-    r = topocl('sweep', grid_file(tmp_path), '--results', res, '--jobs', 2, env=cache_env)
-    assert 'runs in' in r.stdout and '4 done' in r.stdout, r.stdout
+    done, stdout = tiny_grid
+    assert 'runs in' in stdout and '4 done' in stdout, stdout
+    res = copy_of(done, tmp_path)
     man = pd.read_csv(res/'manifest.csv')
     assert len(man) == 4 and set(man.method) == {'simclr', 'byol'} and set(man.seed) == {0, 1}
     for rid in man.id:
         assert (res/'runs'/rid/'run.ipynb').is_file()           # the executed notebook is the record
         assert 'topocl run --preset tiny' in (res/'runs'/rid/'run.ipynb').read_text()
     stamps = {rid: (res/'runs'/rid/'done.json').read_text() for rid in man.id}
-    again = topocl('sweep', grid_file(tmp_path), '--results', res, env=cache_env)
-    assert '4 done, 0 to run' in again.stdout
+    rc, said, err = here(capsys, 'sweep', grid_file(tmp_path), '--results', res)   # nothing to run: in this process
+    assert rc == 0 and '4 done, 0 to run' in said, said + err
     assert stamps == {rid: (res/'runs'/rid/'done.json').read_text() for rid in man.id}
 
     rep = json.loads(topocl('report', res, env=cache_env).stdout)
@@ -77,27 +102,34 @@ def test_tiny_grid_local_rerun_skips_and_report(tmp_path, cache_env):
     for ext in ('md', 'tex', 'csv'): assert (out/f'tiny.{ext}').is_file()
     assert (out/'tiny-gates-simclr.png').is_file() and '+TopoCL' in (out/'report.md').read_text()
 
-def test_report_lists_missing_runs(tmp_path, cache_env):
-    "A grid grown by one seed: the report lists the run not done and its tables use the finished ones."
-    res = tmp_path/'res'
-    S.sweep(S.Grid(**{**TINY, 'methods': ['simclr'], 'seeds': [0], 'variants': ['baseline']}), res, runner='python', say=lambda s: None)
-    more = S.Grid(**{**TINY, 'methods': ['simclr'], 'seeds': [0, 1], 'variants': ['baseline']})
+def test_report_lists_missing_runs(tmp_path, cache_env, tiny_grid, capsys):
+    "A grid grown by one seed: the report lists the runs not done and its tables use the finished ones."
+    res = copy_of(tiny_grid[0], tmp_path)                           # the four runs of TINY, done
+    more = S.Grid(**{**TINY, 'seeds': [0, 1, 2]})                   # + seed 2 of both methods
     S.sweep(more, res, dry_run=True, say=lambda s: None)           # a dry run does not add to the manifest
-    assert len(S.load_manifest(res)) == 1
+    assert len(S.load_manifest(res)) == 4
     S.save_manifest(S.expand(more), res)
-    rep = json.loads(topocl('report', res, '--no-notebook', env=cache_env).stdout)
-    assert len(rep['missing']) == 1
-    assert pd.read_csv(res/'report'/'missing.csv').status.tolist() == ['pending']
+    rc, out, err = here(capsys, 'report', res, '--no-notebook')    # the console command: test_tiny_grid_local_rerun_skips_and_report
+    assert rc == 0, err
+    rep = json.loads(out)
+    assert len(rep['missing']) == 2
+    assert pd.read_csv(res/'report'/'missing.csv').status.tolist() == ['pending', 'pending']
+    assert (pd.read_csv(res/'report'/'tiny-tests.csv').n_pairs == 2).all()   # the finished seeds 0 and 1
 
-def test_submitit_local_executor_runs_the_array(tmp_path, cache_env):
-    "The same tiny grid as a submitit job array on this machine; the array's results are the local executor's."
-    m = S.sweep(S.Grid(**TINY), tmp_path/'res', executor='submitit-local', runner='python', say=lambda s: None)
+def test_submitit_local_executor_runs_the_array(tmp_path, cache_env, tiny_grid):
+    """The tiny grid as a submitit job array on this machine: only the runs not done are submitted (here byol's two,
+    their folders removed), and the array's results are the local executor's (`tiny_grid`, papermill runner)."""
+    res = copy_of(tiny_grid[0], tmp_path)
+    man = S.load_manifest(res)
+    redo = man[man.method == 'byol'].id.tolist()
+    assert len(redo) == 2
+    for rid in redo: shutil.rmtree(res/'runs'/rid)
+    m = S.sweep(S.Grid(**TINY), res, executor='submitit-local', runner='python', say=lambda s: None)
     assert set(m.status) == {'done'} and len(m) == 4
-    assert len(list((tmp_path/'res'/'submitit').glob('*_result.pkl'))) == 4
-    one = S.Grid(**{**TINY, 'methods': ['byol'], 'seeds': [1]})
-    local = S.sweep(one, tmp_path/'local', runner='python', say=lambda s: None)
-    a, b = (pd.read_csv(d/'runs'/local.id[0]/'results.csv') for d in (tmp_path/'res', tmp_path/'local'))
-    assert a.test_acc.tolist() == b.test_acc.tolist()             # the run id names the same computation
+    assert len(list((res/'submitit').glob('*_result.pkl'))) == 2
+    for rid in redo:
+        a, b = (pd.read_csv(d/'runs'/rid/'results.csv') for d in (res, tiny_grid[0]))
+        assert len(a) and a.test_acc.tolist() == b.test_acc.tolist()   # the run id names the same computation
 
 def test_a_killed_run_resumes(tmp_path, cache_env):
     "SIGKILL the sweep (and its run) during stage 1; of two reruns started at once, one continues the stage from its checkpoint, the other skips it."

@@ -139,8 +139,9 @@ def test_a_run_killed_mid_epoch_resumes(tmp_path):
     env = {**os.environ, 'TOPOCL_CACHE': str(tmp_path / 'cache'), 'OMP_NUM_THREADS': '1'}
     args = ['topocl', 'pretrain-visual', '--preset', 'tiny', '--epochs', '3', '--set', 'data.options.n=160', '--set', 'tensorboard=false',
             '--set', 'keep_checkpoints=true']
-    full = subprocess.run(args + ['--out-dir', str(tmp_path / 'full')], env=env, capture_output=True, text=True, timeout=600)
-    assert full.returncode == 0, full.stderr[-2000:]
+    # the uninterrupted run goes alongside the one to be killed (one thread each, two cores), with its own cache
+    full = subprocess.Popen(args + ['--out-dir', str(tmp_path / 'full')], env={**env, 'TOPOCL_CACHE': str(tmp_path / 'cache-full')},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     p = subprocess.Popen(args + ['--out-dir', str(tmp_path / 'k')], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ck = tmp_path / 'k' / 'stage1' / 'checkpoint.pt'
     t0 = time.time()
@@ -151,6 +152,8 @@ def test_a_run_killed_mid_epoch_resumes(tmp_path):
     assert torch.load(ck, weights_only=True)['epoch'] in (1, 2)     # killed during epoch 2 (or 3 on a fast machine)
     r = subprocess.run(args + ['--out-dir', str(tmp_path / 'k'), '--resume'], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and 'resuming from' in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    _, err = full.communicate(timeout=600)
+    assert full.returncode == 0, err[-2000:]
     a, b = (torch.load(tmp_path / d / 'stage1' / 'checkpoint.pt', weights_only=True) for d in ('full', 'k'))
     _states_equal(a['method'], b['method'])
     assert [m['loss'] for m in a['metrics']] == [m['loss'] for m in b['metrics']]
@@ -391,9 +394,24 @@ def test_precision_settings_are_validated():
 
 
 # ---------------------------------------------------------------- stage 3 options
-def test_stage3_settings_reach_the_optimizer_and_the_logs(tmp_path):
+@pytest.fixture(scope='module')
+def stages_1_2(tmp_path_factory):
+    """Stages 1 and 2 of `tiny_config(epochs=1)`, trained once per module: {stage: TrainResult}. Read by
+    test_stage3_settings_do_not_touch_stages_1_and_2 (the reference losses) and, copied, by
+    test_stage3_settings_reach_the_optimizer_and_the_logs (stage 3 on top)."""
+    d = tmp_path_factory.mktemp('stages-1-2')
+    n = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('TOPOCL_CACHE', str(d / 'cache'))
+        torch.set_num_threads(1)
+        try: return {s: T.train_stage(s, T.tiny_config(d / 'run', epochs=1)) for s in (1, 2)}
+        finally: torch.set_num_threads(n)
+
+
+def test_stage3_settings_reach_the_optimizer_and_the_logs(tmp_path, stages_1_2):
+    import shutil
+    shutil.copytree(stages_1_2[1].dir.parent, tmp_path / 's3')          # stage 3 writes beside the shared stages
     cfg = T.tiny_config(tmp_path / 's3', epochs=1)
-    for s in (1, 2): T.train_stage(s, cfg)
     over = {'stage3.lr_visual': 1e-5, 'stage3.lr_topology': 2e-4, 'stage3.lr_fusion': 5e-4, 'stage3.weight_decay': 1e-4,
             'stage3.clip_norm': 0.5, 'stage3.importance': 0.1, 'stage3.unimodal': 0.5, 'stage3.cross_modal': 0.5,
             'model.gate_temperature': 2.0, 'model.modality_dropout': 0.2}
@@ -421,10 +439,9 @@ def test_stage3_settings_reach_the_optimizer_and_the_logs(tmp_path):
     assert 'stage3/loss_importance' in ev.Tags()['scalars']
 
 
-def test_stage3_settings_do_not_touch_stages_1_and_2(tmp_path):
-    base = T.tiny_config(tmp_path / 'a', epochs=1)
+def test_stage3_settings_do_not_touch_stages_1_and_2(tmp_path, stages_1_2):
     other = T.apply_overrides(T.tiny_config(tmp_path / 'b', epochs=1), {'stage3.lr_visual': 1e-6, 'stage3.importance': 1.0,
                                                                           'stage3.clip_norm': 0.1})
     for s in (1, 2):
-        a, b = T.train_stage(s, base), T.train_stage(s, other)
+        a, b = stages_1_2[s], T.train_stage(s, other)      # a: the same config without the stage-3 settings
         assert [m['loss'] for m in a.metrics] == [m['loss'] for m in b.metrics]
