@@ -1,16 +1,17 @@
 # The README's test command: every notebook's lesson cells, then the pytest integration suite.
 .PHONY: test test-slow export bench docs-preview outputs
 
-# one torch/OpenMP thread per process: two notebooks run at once, and oversubscribed threads
-# made the suite several times slower on 2 cores
+# one torch/OpenMP thread per process: two notebooks (and two pytest workers) run at once, and oversubscribed
+# threads made the suite several times slower on 2 cores; --dist loadfile keeps a test file on one worker, so the
+# fixtures a file shares (a tiny trained run, a tiny sweep) are built once
 test:
 	OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing
-	OMP_NUM_THREADS=1 pytest -q
+	OMP_NUM_THREADS=1 pytest -q -n 2 --dist loadfile
 
 # also the cells and tests marked slow (minutes on 2 cores)
 test-slow:
 	OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing --flags slow
-	OMP_NUM_THREADS=1 pytest -q --runslow
+	OMP_NUM_THREADS=1 pytest -q -n 2 --dist loadfile --runslow
 
 export:
 	python scripts/make_readme.py
