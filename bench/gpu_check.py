@@ -1,7 +1,7 @@
 """The first GPU hour in one command: what is missing, mixed precision, DDP, the sweep, throughput and data loading.
 
     python bench/gpu_check.py --out gpu_report                 # on a CUDA machine: at most ~8 minutes
-    python bench/gpu_check.py --out /tmp/gc --device cpu --quick   # the same code paths in tiny sizes (what the test runs)
+    python bench/gpu_check.py --out gc-cpu --device cpu --quick   # the same code paths in tiny sizes (what the test runs)
     python bench/gpu_check.py --out gpu_report --only deps,amp     # some sections only
 
 Sections (each one is wrapped: a failure is recorded and the next section still runs):
