@@ -40,7 +40,7 @@ def check_report(out, sections):
 
 
 def test_quick_deps_and_amp_on_cpu(tmp_path):
-    "The fast subset: dependencies, every method's stage-3 steps under bf16, and fp32, fp16 and channels-last + TF32 on one."
+    "The fast subset: dependencies, every method's stage-3 steps under bf16, and fp32 and channels-last + TF32 on one (fp16: GPU)."
     p = gpu_check(tmp_path, '--only', 'deps,amp')
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     md, js = check_report(tmp_path, ['deps', 'amp'])
@@ -50,7 +50,7 @@ def test_quick_deps_and_amp_on_cpu(tmp_path):
     amp, gc = js['sections'][1], _load('bench/gpu_check.py', 'gpu_check')
     from topocl.methods import METHODS
     first = next(iter(METHODS))
-    assert {r['mode'] for r in amp['rows'] if r['method'] == first and r['result'] == 'pass'} == {m[0] for m in gc.AMP_MODES}
+    assert {r['mode'] for r in amp['rows'] if r['method'] == first and r['result'] == 'pass'} == {m[0] for m in gc.AMP_MODES} - {'fp16'}
 
 
 @pytest.mark.slow
