@@ -144,9 +144,9 @@ def config_from_args(args)->train.Config:
     return train.validate_config(cfg)
 
 def _channels(cfg)->int:
-    "Input channels of the configured data set (1 gray, 3 RGB), from its first training image."
-    images, _ = data.load_dataset(cfg.data.name, cfg.data.split, cfg.data.root, cfg.data.size, **cfg.data.options)
-    return 3 if images.ndim == 4 else 1
+    "Input channels of the configured data set (1 gray, 3 RGB), from its metadata (a registered data set: its images)."
+    d = cfg.data
+    return data.dataset_channels(d.name, d.split, d.root, d.size, **d.options)
 
 def _add_train_args(p):
     g = p.add_argument_group('configuration')

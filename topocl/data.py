@@ -16,7 +16,7 @@ import torch
 from medmnist.info import INFO as MEDMNIST_INFO
 
 # %% auto #0
-__all__ = ['BT601', 'SYNTHETIC_CLASSES', 'SYNTHETIC_SIZES', 'SYNTHETIC_VERSION', 'SPLITS', 'default_cache_dir', 'data_root', 'atomic_write', 'save_npy_atomic', 'save_json_atomic', 'check_image', 'as_float_image', 'image_tensor', 'to_float', 'to_gray', 'SyntheticSet', 'make_synthetic', 'synthetic_dir', 'load_synthetic', 'save_synthetic', 'MEDMNIST_FLAGS', 'MEDMNIST_SIZES', 'medmnist_file', 'load_medmnist', 'make_fake_medmnist', 'ISIC2019_CLASSES', 'ISIC2019_CSV', 'ISIC2019_IMAGES', 'KVASIR_CLASSES', 'IMAGE_SUFFIXES', 'isic2019_items', 'kvasir_items', 'stratified_split', 'load_isic2019', 'load_kvasir', 'make_fake_isic2019', 'make_fake_kvasir', 'DATASETS', 'load_dataset', 'ImageDataset', 'describe_dataset', 'prepare_dataset', 'register_dataset', 'split_cache_key']
+__all__ = ['BT601', 'SYNTHETIC_CLASSES', 'SYNTHETIC_SIZES', 'SYNTHETIC_VERSION', 'SPLITS', 'default_cache_dir', 'data_root', 'atomic_write', 'save_npy_atomic', 'save_json_atomic', 'check_image', 'as_float_image', 'image_tensor', 'to_float', 'to_gray', 'SyntheticSet', 'make_synthetic', 'synthetic_dir', 'load_synthetic', 'save_synthetic', 'MEDMNIST_FLAGS', 'MEDMNIST_SIZES', 'medmnist_file', 'load_medmnist', 'make_fake_medmnist', 'ISIC2019_CLASSES', 'ISIC2019_CSV', 'ISIC2019_IMAGES', 'KVASIR_CLASSES', 'IMAGE_SUFFIXES', 'isic2019_items', 'kvasir_items', 'stratified_split', 'load_isic2019', 'load_kvasir', 'make_fake_isic2019', 'make_fake_kvasir', 'DATASETS', 'FOLDER_CHANNELS', 'load_dataset', 'ImageDataset', 'describe_dataset', 'prepare_dataset', 'register_dataset', 'split_cache_key', 'dataset_channels']
 
 # %% ../nbs/00_data.ipynb #0006
 def default_cache_dir()->Path:
@@ -742,3 +742,17 @@ def split_cache_key(dataset:str, # a `load_dataset` name
                    )->dict:
     "What names the first `n` images of a split in the ROI and diagram caches."
     return dict(dataset=dataset, split=split, size=int(size), n=int(n), options={k: str(v) for k, v in sorted((options or {}).items())})
+
+# %% ../nbs/00c_datasets.ipynb #149c5419
+FOLDER_CHANNELS = {'isic2019': 3, 'kvasir': 3}   # colour photographs, loaded as RGB
+
+def dataset_channels(name:str, # a `load_dataset` name
+                     split:str='train', root=None, size:int=28, # where a registered data set is read, if it must be
+                     **options, # the loader's options (synthetic: rgb)
+                    )->int:
+    "Input channels of a data set's images (1 grey, 3 RGB), from its metadata where it has some."
+    if name == 'synthetic': return 3 if options.get('rgb') else 1
+    if name in MEDMNIST_INFO: return int(MEDMNIST_INFO[name]['n_channels'])
+    if name in FOLDER_CHANNELS: return FOLDER_CHANNELS[name]
+    images, _ = load_dataset(name, split, root, size, **options)
+    return 3 if images.ndim == 4 else 1
