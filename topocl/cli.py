@@ -138,8 +138,7 @@ def config_from_args(args)->train.Config:
     if args.stage3: cfg = train.stage3_recipe(cfg, args.stage3)
     over = {SHORTCUTS[k]: v for k, v in vars(args).items() if k in SHORTCUTS and v is not None}
     if args.out_dir: over['out_dir'] = args.out_dir
-    cfg = train.apply_overrides(train.apply_overrides(cfg, over), args.set)
-    cfg = train.for_dataset(cfg)
+    cfg = train.resolve_config(cfg, over, args.set)
     cfg = replace(cfg, model=replace(cfg.model, in_chans=_channels(cfg))) if args.config is None else cfg
     return train.validate_config(cfg)
 

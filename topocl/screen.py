@@ -14,7 +14,7 @@ from scipy import stats
 
 from . import data as _data
 from .data import atomic_write, to_float, to_gray
-from .evaluate import accuracy, auc_score, load_splits, ph_vectors, save_table, standardize
+from .evaluate import accuracy, auc_score, load_splits, markdown, ph_vectors, save_table, standardize
 from .persistence import FILTRATIONS, _pool_axis, compute_diagrams
 from .roi import compute_rois, get_extractor
 
@@ -269,9 +269,6 @@ def check_out_dir(out_dir) -> Path:
 
 def _cell(v, lo, hi): return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
-def _md_table(df:pd.DataFrame) -> str:
-    return '\n'.join(['| ' + ' | '.join(map(str, df.columns)) + ' |', '|' + '---|' * df.shape[1]] +
-                     ['| ' + ' | '.join(map(str, r)) + ' |' for r in df.values])
 
 @dataclass
 class ScreenResult:
@@ -298,8 +295,8 @@ class ScreenResult:
         cmp = pd.DataFrame({'treatment': c.treatment, 'control': c.control, 'metric': c.metric.str.upper(),
                             'difference [95% CI]': [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in c[['diff', 'lo', 'hi']].values],
                             'p': c.p.map(lambda p: f'{p:.2g}')})
-        parts = [f"# Topology screen: {i['dataset']}, {i['size']} px", '', self.verdict, '', _md_table(self.summary()), '',
-                 _md_table(cmp), '',
+        parts = [f"# Topology screen: {i['dataset']}, {i['size']} px", '', self.verdict, '', markdown(self.summary()), '',
+                 markdown(cmp), '',
                  f"Classes: {', '.join(f'{k} = {v}' for k, v in enumerate(i['classes']))}. ROI: {i['roi']}. A standardised "
                  f"L2 logistic regression per feature set, C chosen on the validation split by AUC, scored once on test. "
                  f"Intervals: percentile bootstrap over {i['n_boot']} resamples of the test images, shared by all feature "

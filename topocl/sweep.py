@@ -18,7 +18,7 @@ from .lock import STALE_AFTER, LockedError, describe
 from .methods import METHODS
 from .moe import EXPERTS
 from .pipeline import REPRESENTATIONS, check_variants
-from .train import PRESETS, Config, apply_overrides, for_dataset, validate_config
+from .train import PRESETS, Config, resolve_config, validate_config
 
 # %% auto #0
 __all__ = ['PAPER_DATASETS', 'TABLE4_SETTINGS', 'TABLE5_SETTINGS', 'GRIDS', 'RUN_FIELDS', 'RUNNERS', 'EXPERIMENT_NOTEBOOK',
@@ -133,7 +133,7 @@ def row_config(row:dict)->Config:
     cfg = PRESETS[row['preset']](str(row['out_dir']))
     short = {'data.name': row['dataset'], 'method.name': row['method'], 'seed': int(row['seed'])}
     if row.get('root'): short['data.root'] = row['root']
-    return for_dataset(apply_overrides(apply_overrides(cfg, short), list(row['overrides'])))
+    return resolve_config(cfg, short, list(row['overrides']))
 
 def check_runs(manifest:pd.DataFrame)->pd.DataFrame:
     "The manifest, once every run's config is valid; a ValueError naming the run and its bad fields otherwise."

@@ -26,7 +26,7 @@ from .callbacks import (StepInfo, NonFiniteLossError, NonFiniteGuard, ProgressBa
                               TensorBoardLog)
 
 # %% auto #0
-__all__ = ['AMP_DTYPES', 'STAGES', 'TOPO_VIEWS', 'VIEWS', 'STAGE3_RECIPES', 'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Stage3Config', 'Config', 'config_from_dict', 'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config', 'stage3_recipe', 'warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'STAGE3_PARTS', 'PRESETS', 'PRESET_SEEDS', 'load_training_images', 'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'stage3_param_groups', 'capture_fusion', 'unimodal_loss', 'cross_modal_loss', 'stage3_terms', 'stage3_loss', 'Trainer', 'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config', 'paper_config', 'for_dataset']
+__all__ = ['AMP_DTYPES', 'STAGES', 'TOPO_VIEWS', 'VIEWS', 'STAGE3_RECIPES', 'DataConfig', 'ROIConfig', 'AugmentConfig', 'MethodConfig', 'MonitorConfig', 'OptimConfig', 'Stage3Config', 'Config', 'config_from_dict', 'config_to_dict', 'save_config', 'load_config', 'apply_overrides', 'epochs_of', 'validate_config', 'stage3_recipe', 'warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed', 'seeded', 'seed_everything', 'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed', 'view_level', 'VisualTopoView', 'ViewDataset', 'STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'STAGE3_PARTS', 'PRESETS', 'PRESET_SEEDS', 'load_training_images', 'training_rois', 'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained', 'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'stage3_param_groups', 'capture_fusion', 'unimodal_loss', 'cross_modal_loss', 'stage3_terms', 'stage3_loss', 'Trainer', 'tiny_config', 'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all', 'demo_config', 'cpu_config', 'paper_config', 'resolve_config']
 
 # %% ../nbs/30_train.ipynb #0006
 @dataclass
@@ -1076,7 +1076,11 @@ PRESETS = {'paper': paper_config, 'demo': demo_config, 'cpu': cpu_config, 'cpu64
            'tiny': tiny_config}
 PRESET_SEEDS = {'paper': 5, 'cpu': 3, 'cpu64': 3, 'demo': 3, 'tiny': 2}  # `topocl run`'s default number of seeds
 
-def for_dataset(cfg:Config)->Config:
-    "`cfg` without the presets' synthetic-only option (`data.options.n`) when it trains on another data set."
+def resolve_config(base:Config, # a preset's config, or one loaded from YAML
+                   shortcuts:dict|None=None, # dotted fields set by name (`topocl run --dataset ...`, a sweep row's data set)
+                   overrides=None, # then `--set` overrides: ['section.field=value', ...] or a dict
+                  )->Config:
+    "A run's config as `topocl run` and a sweep resolve it; the presets' synthetic-only `data.options.n` dropped elsewhere."
+    cfg = apply_overrides(apply_overrides(base, shortcuts), overrides)
     if cfg.data.name == 'synthetic' or 'n' not in cfg.data.options: return cfg
     return replace(cfg, data=replace(cfg.data, options=cfg.data.split_options()))
