@@ -99,6 +99,10 @@ def test_run_two_seeds_then_probe(tmp_path, tiny_run):
     comp = json.loads((out/'comparison.json').read_text())
     assert {c['metric'] for c in comp} == {'test_acc', 'test_auc'} and all(c['n_pairs'] == 2 for c in comp)
     assert {c['control'] for c in comp} == {'baseline', 'baseline-matched'}
+    from topocl.config import load_config
+    x = load_config(out/'spec.yaml')     # the spec every later step reads, with the flags' values in it
+    assert (x.experiment.seeds, x.experiment.probe_limit, x.experiment.probe_epochs, x.stage_epochs) == ([0, 1], 48, 5, [2, 1, 2])
+    assert x.experiment.variants == RUN['variants']
     rec = json.loads(topocl('probe', out/'seed0'/'stage3'/'topocl.pt', '--limit', 48, '--epochs', 5, env=env).stdout)
     assert rec['kind'] == 'fused' and 0 <= rec['test_acc'] <= 1 and set(rec['gate_mean']) >= {'visual', 'topology'}
     assert '\r' not in r.stdout + r.stderr     # piped: no progress bars, one line per epoch
@@ -121,21 +125,24 @@ def test_second_run_into_a_locked_folder_fails_naming_the_holder(tmp_path, capsy
     finally: holder.kill(); holder.wait()
 
 def test_papermill_experiment_notebook(tmp_path, monkeypatch, tiny_run):
-    """The experiment notebook runs under papermill with tiny parameters and leaves its tables behind.
-    It runs in a copy of `tiny_run` with the same settings (epochs=2 is the tiny preset's own), so it reuses the
+    """The experiment notebook runs under papermill with its one parameter, a spec, and leaves its tables behind.
+    It runs a copy of `tiny_run` from that run's own spec.yaml (its out_dir moved to the copy), so it reuses the
     finished stages and probes again; training inside the notebook is what test_sweep's tiny grid does (papermill
     runner, four runs)."""
     import papermill as pm
+    from topocl.config import load_config, save_config
+    from dataclasses import replace
     nb = Path(__file__).resolve().parents[1]/'nbs'/'experiments'/'run.ipynb'
     out = Path(shutil.copytree(tiny_run[0], tmp_path/'exp'))
     (out/'comparison.json').unlink()                     # the notebook's run writes it again
+    spec = save_config(replace(load_config(out/'spec.yaml'), out_dir=str(out)), out/'spec.yaml')
     monkeypatch.setenv('TOPOCL_CACHE', str(tmp_path/'cache'))
     pm.execute_notebook(str(nb), str(tmp_path/'run-out.ipynb'), kernel_name='python3', progress_bar=False,
-                        parameters=dict(RUN, epochs=2, out_dir=str(out), backbone='resnet18'))
+                        parameters=dict(spec=str(spec)))
     comp = json.loads((out/'comparison.json').read_text())
     assert {c['metric'] for c in comp} == {'test_acc', 'test_auc'}
     text = (tmp_path/'run-out.ipynb').read_text()
-    assert 'topocl run --preset tiny' in text
+    assert f'topocl run --config {spec}' in text
     assert 'starting from scratch' not in text             # the copied stages were reused, not trained again
 
 # the tiny preset's widths (topocl.train.tiny_config): the demo's own model (ResNet-18 with the small-input stem at full
@@ -183,3 +190,28 @@ def test_stage3_recipe_from_the_command_line():
     assert (cfg.stage3.lr_visual, cfg.model.gate_temperature, cfg.stage3.hinge) == (1e-5, 2.0, 0.1)
     paper = cli.config_from_args(cli.build_parser().parse_args(['run', '--preset', 'tiny', '--stage3', 'paper']))
     assert paper.stage3 == train.stage3_recipe(paper, 'paper').stage3 and paper.model.gate_temperature == 1.0
+
+def test_calibrate_settings_are_fields_of_the_spec(tmp_path, capsys, isolated_env):
+    "`topocl calibrate`'s flags and `--set` resolve as a run's spec does: a bad value is named before any image is read."
+    from topocl.cli import build_parser, calibration_spec
+    args = build_parser().parse_args(['calibrate', '--dataset', 'breastmnist', '--size', '64', '--weak-band', '0.02,0.1',
+                                      '--set', 'persistence.scales=[1.0,0.5]', '--set', 'roi.options.checkpoint=w.pth'])
+    s = calibration_spec(args)
+    assert (s.data.name, s.data.size, s.augment.weak_band, s.persistence.scales) == ('breastmnist', 64, [0.02, 0.1], [1.0, 0.5])
+    assert s.roi.options == {'checkpoint': 'w.pth'}
+    rc, err = here(capsys, 'calibrate', '--dataset', 'synthetic', '--out', tmp_path/'c.json', '--set', 'persistence.k0=0')
+    assert rc == 2 and 'persistence.k0: expected a positive int, got 0' in err and not (tmp_path/'c.json').exists()
+    rc, err = here(capsys, 'calibrate', '--dataset', 'synthetic', '--out', tmp_path/'c.json', '--set', 'persistence.k9=1')
+    assert rc == 2 and 'unknown config field persistence.k9' in err
+
+def test_dry_run_writes_the_spec_that_a_run_reads(tmp_path, capsys, isolated_env):
+    "`topocl run --dry-run` resolves and writes spec.yaml, trains nothing; `--config spec.yaml` resolves to the same spec."
+    from topocl.cli import build_parser, config_from_args
+    from topocl.config import load_config
+    rc = main(['run', '--preset', 'tiny', '--out-dir', str(tmp_path/'r'), '--dataset', 'breastmnist', '--seeds', '3', '4',
+               '--set', 'train.lr=0.01', '--dry-run'])
+    out = capsys.readouterr().out
+    assert rc == 0 and sorted(p.name for p in (tmp_path/'r').iterdir()) == ['spec.yaml'] and 'lr: 0.01' in out
+    spec = load_config(tmp_path/'r'/'spec.yaml')
+    assert (spec.data.name, spec.train.lr, spec.experiment.seeds, spec.data.options) == ('breastmnist', 0.01, [3, 4], {})
+    assert config_from_args(build_parser().parse_args(['run', '--config', str(tmp_path/'r'/'spec.yaml')])) == spec

@@ -9,8 +9,9 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from topocl.evaluate import (accuracy, auc_score, standardize, linear_probe, null_auc_sd, summarize, paired_ttest,
-                             compare_variants, save_table, gate_stats, plot_gates)
+from topocl.probe import accuracy, auc_score, standardize, linear_probe
+from topocl.statistics import null_auc_sd, summarize, paired_ttest, compare_variants, save_table
+from topocl.evaluate import gate_stats, plot_gates
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -460,7 +461,8 @@ def test_run_settings_read_from_training_files(tmp_path, fused, isolated_env):
 def test_probe_checkpoints_of_a_tiny_training_run(tmp_path, isolated_env):
     "Train the three stages for seconds (topocl.train.tiny_config), then probe baseline and TopoCL from the files alone."
     from topocl.train import tiny_config, train_all
-    from topocl.evaluate import probe_checkpoint, compare_variants
+    from topocl.evaluate import probe_checkpoint
+    from topocl.statistics import compare_variants
     res = train_all(tiny_config(str(tmp_path / "run")))
     vis, fus = res[1].weights, res[3].weights
     recs = []

@@ -4,6 +4,7 @@ The tiny grid is trained once per module (`tiny_grid`); the tests that add to it
 import json, os, shutil, signal, subprocess, time
 from pathlib import Path
 import pandas as pd
+from topocl.config import load_config
 import pytest
 from topocl import sweep as S
 from topocl.cli import main
@@ -81,7 +82,9 @@ def test_tiny_grid_local_rerun_skips_and_report(tmp_path, cache_env, tiny_grid, 
     assert len(man) == 4 and set(man.method) == {'simclr', 'byol'} and set(man.seed) == {0, 1}
     for rid in man.id:
         assert (res/'runs'/rid/'run.ipynb').is_file()           # the executed notebook is the record
-        assert 'topocl run --preset tiny' in (res/'runs'/rid/'run.ipynb').read_text()
+        spec = res/'runs'/rid/'spec.yaml'                         # the run's one parameter, resolved at expansion
+        assert 'topocl run --config ' in (text := (res/'runs'/rid/'run.ipynb').read_text()) and f'runs/{rid}/spec.yaml' in text
+        assert load_config(spec).experiment.seeds == [int(man.seed[man.id == rid].iloc[0])]
     stamps = {rid: (res/'runs'/rid/'done.json').read_text() for rid in man.id}
     rc, said, err = here(capsys, 'sweep', grid_file(tmp_path), '--results', res)   # nothing to run: in this process
     assert rc == 0 and '4 done, 0 to run' in said, said + err

@@ -269,7 +269,7 @@ def test_stage3_needs_stages_1_and_2(tmp_path):
     start = T.build_stage(3, T.apply_overrides(cfg, {'model.kind': 'fused'})).method.encoder
     for part, stage in (('visual', 1), ('topology', 2)):
         _states_equal(getattr(start, part).state_dict(),
-                      getattr(load_checkpoint(T.stage_dir(cfg, stage) / T.STAGE_FILES[stage]), part).state_dict())
+                      getattr(load_checkpoint(T.stage_weights(cfg, stage)), part).state_dict())
 
 
 # ---------------------------------------------------------------- DDP
@@ -388,7 +388,8 @@ def test_channels_last_gives_the_same_loss_and_gradients():
     assert ((a - b).norm() / b.norm()).item() < 3e-2
 
 def test_precision_settings_are_validated():
-    for field, bad in (('train.amp_dtype', 'float8'), ('train.channels_last', 'maybe'), ('train.tf32', 1)):
+    # (a 1 or 0 for a boolean is read as true or false, as YAML and OmegaConf read it: not a bad value)
+    for field, bad in (('train.amp_dtype', 'float8'), ('train.channels_last', 'maybe'), ('train.tf32', 'sometimes')):
         with pytest.raises(ValueError, match=field.replace('.', r'\.')):
             T.validate_config(T.apply_overrides(T.tiny_config('x'), {field: bad}))
 

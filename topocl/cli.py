@@ -5,18 +5,19 @@
 # %% ../nbs/50_cli.ipynb #0002
 from __future__ import annotations
 import argparse, importlib, importlib.util, json, os, sys
-from dataclasses import replace
 from pathlib import Path
 
-from . import data, roi, augment, train, evaluate, pipeline, model, sweep, report
+from . import data, roi, augment, config, train, evaluate, pipeline, model, sweep, report
+from .folders import RunFolder
 from .lock import LockedError
 from .methods import METHODS
-from .persistence import BACKENDS, FILTRATIONS, NORMALISERS, PersistenceConfig
+from .persistence import BACKENDS, FILTRATIONS, NORMALISERS
 
 # %% auto #0
-__all__ = ['PRESETS', 'PRESET_SEEDS', 'SHORTCUTS', 'REPORT_NOTEBOOK', 'IMPORT_ENV', 'cmd_data', 'cmd_roi', 'cmd_calibrate',
-           'parse_stage_epochs', 'config_from_args', 'cmd_stage', 'cmd_probe', 'cmd_export', 'cmd_run', 'cmd_demo',
-           'cmd_sweep', 'cmd_report', 'cmd_screen', 'build_parser', 'import_user_modules', 'main']
+__all__ = ['CALIBRATE_FIELDS', 'PRESETS', 'SHORTCUTS', 'REPORT_NOTEBOOK', 'IMPORT_ENV', 'cmd_data', 'cmd_roi', 'calibration_spec',
+           'cmd_calibrate', 'parse_stage_epochs', 'shortcuts_of', 'config_from_args', 'cmd_stage', 'cmd_probe',
+           'cmd_export', 'cmd_run', 'cmd_demo', 'cmd_sweep', 'cmd_report', 'cmd_screen', 'build_parser',
+           'import_user_modules', 'main']
 
 # %% ../nbs/50_cli.ipynb #0006
 def _add_dataset_args(p:argparse.ArgumentParser):
@@ -74,15 +75,28 @@ def _add_roi(sub):
     p.set_defaults(func=cmd_roi)
 
 # %% ../nbs/50_cli.ipynb #0012
+# the calibrate command's flags, as fields of the spec (`--set` reaches the others, e.g. persistence.superlevel)
+CALIBRATE_FIELDS = {'dataset': 'data.name', 'root': 'data.root', 'size': 'data.size', 'split': 'data.split',
+                    'n_images': 'augment.calib_samples', 'exact': 'augment.calib_exact', 'seed': 'seed',
+                    'normaliser': 'persistence.normaliser', 'filtration': 'persistence.filtration', 'backend': 'persistence.backend'}
+
+def calibration_spec(args)->config.Config:
+    "The settings of `topocl calibrate` resolved as a run's spec: its flags, then each --set."
+    short = {f: getattr(args, k) for k, f in CALIBRATE_FIELDS.items() if getattr(args, k) is not None}
+    short.update({'augment.weak_band': augment.parse_band(args.weak_band, '--weak-band'),
+                  'augment.strong_band': augment.parse_band(args.strong_band, '--strong-band')})
+    if args.roi != 'truth': short['roi.extractor'] = args.roi    # 'truth': the synthetic set's own masks, no extractor
+    if args.checkpoint: short['roi.options.checkpoint'] = args.checkpoint
+    return config.resolve_config(config.Config(), short, args.set)
+
 def cmd_calibrate(args):
     "`topocl calibrate`: write a calibration file; returns the per-combination summary."
-    bands = {'weak': augment.parse_band(args.weak_band, '--weak-band'),
-             'strong': augment.parse_band(args.strong_band, '--strong-band')}
-    roi_kwargs = {'checkpoint': args.checkpoint} if args.roi == 'sam' and args.checkpoint else None
-    cal = augment.run_calibration(args.dataset, out=args.out, split=args.split, roi=args.roi, root=args.root,
-                                  size=args.size, n_images=args.n_images, seed=args.seed, n_jobs=args.jobs,
-                                  bands=bands, roi_kwargs=roi_kwargs, exact=args.exact,
-                                  persistence=PersistenceConfig(args.filtration, args.backend, normaliser=args.normaliser))
+    s = calibration_spec(args)
+    d, a = s.data, s.augment
+    cal = augment.run_calibration(d.name, out=args.out, split=d.split, roi=args.roi, root=d.root, size=d.size,
+                                  rgb=bool(d.options.get('rgb', False)), n_images=a.calib_samples, seed=s.seed,
+                                  n_jobs=args.jobs, bands={'weak': a.weak_band, 'strong': a.strong_band},
+                                  roi_kwargs=s.roi.options or None, exact=a.calib_exact, persistence=s.persistence)
     summary = cal.summary()
     cols = ['entry', 'level', 'admissible', 'max_median_r', 'check_median', 'check_inside', 'ranges']
     print(summary[cols].to_string(index=False))
@@ -114,14 +128,19 @@ def _add_calibrate(sub):
     p.add_argument('--n-images', type=int, default=128, help='images in the calibration sample')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--jobs', type=int, default=1, help='worker processes')
+    p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                   help='any other field of the spec, e.g. --set persistence.scales=[1.0,0.5] (the flags above are fields too)')
     p.set_defaults(func=cmd_calibrate)
 
 # %% ../nbs/50_cli.ipynb #0014
-PRESETS, PRESET_SEEDS = train.PRESETS, train.PRESET_SEEDS   # starting configs by name, and how many seeds `topocl run` runs
+PRESETS = config.PRESETS   # starting configs by name
+# each shortcut flag is another name for one field of the spec (`topocl run --dataset X` is `--set data.name=X`)
 SHORTCUTS = {'dataset': 'data.name', 'root': 'data.root', 'size': 'data.size', 'method': 'method.name',
              'arch': 'model.arch', 'epochs': 'train.epochs', 'batch_size': 'train.batch_size', 'lr': 'train.lr',
              'seed': 'seed', 'device': 'device', 'workers': 'num_workers', 'roi': 'roi.extractor',
-             'calibration': 'augment.calibration', 'stage_epochs': 'stage_epochs', 'keep_checkpoints': 'keep_checkpoints'}
+             'calibration': 'augment.calibration', 'stage_epochs': 'stage_epochs', 'keep_checkpoints': 'keep_checkpoints',
+             'out_dir': 'out_dir', 'seeds': 'experiment.seeds', 'variants': 'experiment.variants',
+             'probe_epochs': 'experiment.probe_epochs', 'limit': 'experiment.probe_limit', 'n_train': 'data.max_samples'}
 
 def parse_stage_epochs(text:str)->list:
     "'E1,E2,E3' -> [E1, E2, E3] (argparse type of --stage-epochs)."
@@ -131,25 +150,19 @@ def parse_stage_epochs(text:str)->list:
         raise argparse.ArgumentTypeError(f"expected three positive integers E1,E2,E3 (epochs of stages 1, 2, 3), got {text!r}")
     return e
 
-def config_from_args(args)->train.Config:
-    "The training config of a command: preset or --config, the --stage3 recipe, then shortcuts, then --set overrides; validated."
-    out_dir = args.out_dir or 'runs/topocl'
-    cfg = train.load_config(args.config) if args.config else PRESETS[args.preset](out_dir)
-    if args.stage3: cfg = train.stage3_recipe(cfg, args.stage3)
-    over = {SHORTCUTS[k]: v for k, v in vars(args).items() if k in SHORTCUTS and v is not None}
-    if args.out_dir: over['out_dir'] = args.out_dir
-    cfg = train.resolve_config(cfg, over, args.set)
-    cfg = replace(cfg, model=replace(cfg.model, in_chans=_channels(cfg))) if args.config is None else cfg
-    return train.validate_config(cfg)
+def shortcuts_of(args)->dict:
+    "The shortcut flags a command was given, as dotted fields of the spec."
+    return {SHORTCUTS[k]: v for k, v in vars(args).items() if k in SHORTCUTS and v is not None}
 
-def _channels(cfg)->int:
-    "Input channels of the configured data set (1 gray, 3 RGB), from its metadata (a registered data set: its images)."
-    d = cfg.data
-    return data.dataset_channels(d.name, d.split, d.root, d.size, **d.options)
+def config_from_args(args)->config.Config:
+    "The spec of a command: --config or --preset, the --stage3 recipe, the shortcut flags, then each --set; resolved once."
+    base = config.load_config(args.config) if args.config else PRESETS[args.preset]('runs/topocl')
+    recipe = config.STAGE3_RECIPES[args.stage3] if args.stage3 else None
+    return config.resolve_config(base, recipe, shortcuts_of(args), args.set)
 
 def _add_train_args(p):
     g = p.add_argument_group('configuration')
-    g.add_argument('--config', default=None, help='a YAML config written by an earlier run (replaces --preset)')
+    g.add_argument('--config', default=None, help="a spec written by an earlier run (its spec.yaml) or by hand (replaces --preset)")
     g.add_argument('--preset', default='demo', choices=list(PRESETS), help='starting settings (default: demo)')
     g.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                    help='override any config field, e.g. --set train.warmup_epochs=5 --set model.small_input=false')
@@ -232,16 +245,19 @@ def _add_export(sub):
 
 # %% ../nbs/50_cli.ipynb #0020
 def cmd_run(args):
-    "A whole experiment; prints the baseline-vs-TopoCL table and where the files are."
-    seeds = args.seeds or list(range(PRESET_SEEDS.get(args.preset, 3)))
-    pipeline.run_experiment(config_from_args(args), seeds=seeds, out_dir=args.out_dir, variants=args.variants,
-                            probe_kw=dict(epochs=args.probe_epochs), limit=args.limit, resume=not args.restart)
+    "A whole experiment; prints the baseline-vs-TopoCL table and where the files are (--dry-run: the spec only)."
+    spec = config_from_args(args)
+    if not args.dry_run:
+        pipeline.run_experiment(spec, resume=not args.restart)
+        return None
+    path = config.save_config(spec, RunFolder(spec.out_dir).spec)
+    print(path.read_text(), end='')
+    return dict(spec=str(path))
 
 def cmd_demo(args):
     "The demo: the whole pipeline on synthetic data, on CPU; prints the table."
-    over = args.set + (['keep_checkpoints=true'] if args.keep_checkpoints else [])
-    pipeline.demo(args.out_dir, seeds=args.seeds, epochs=args.epochs, method=args.method, variants=args.variants,
-                  n_train=args.n_train, limit=args.limit, probe_epochs=args.probe_epochs, stage3=args.stage3, overrides=over)
+    over = {**shortcuts_of(args), **config.parse_overrides(args.set)}   # each --set after the shortcut flags
+    pipeline.demo(over.pop('out_dir'), over, stage3=args.stage3)
 
 def _add_variants_arg(p):
     p.add_argument('--variants', nargs='+', default=None, choices=pipeline.VARIANTS, metavar='VARIANT',
@@ -256,11 +272,12 @@ def _add_run(sub):
                                    'plot to --out-dir.')
     _add_train_args(p)
     p.add_argument('--seeds', type=int, nargs='+', default=None,
-                   help='one full pipeline per seed (default: 0-4 for --preset paper, 0 1 2 otherwise)')
+                   help="one full pipeline per seed (default: the preset's: 0-4 for paper, 0 1 for tiny, 0 1 2 otherwise)")
     _add_variants_arg(p)
-    p.add_argument('--probe-epochs', type=int, default=100, help='epochs of the linear probe')
+    p.add_argument('--probe-epochs', type=int, default=None, help='epochs of the linear probe (default: 100)')
     p.add_argument('--limit', type=int, default=None, help='probe on at most this many images per split')
     p.add_argument('--restart', action='store_true', help='retrain stages that a previous run finished')
+    p.add_argument('--dry-run', action='store_true', help='resolve the spec, write OUT_DIR/spec.yaml and print it; run nothing')
     p.set_defaults(func=cmd_run)
     p = sub.add_parser('demo', help='the whole pipeline on the embedded synthetic data (CPU, minutes)',
                        description='Calibration, ROIs, diagrams, the three stages and the probes of baseline and '
@@ -276,7 +293,8 @@ def _add_run(sub):
                    help="every stage-3 setting from a named recipe ('paper': as written; default: the demo's)")
     p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                    help='override any config field of the demo preset, e.g. --set train.batch_size=32')
-    p.add_argument('--keep-checkpoints', action='store_true', help="keep each finished stage's resume state")
+    p.add_argument('--keep-checkpoints', action='store_const', const=True, default=None,
+                   help="keep each finished stage's resume state")
     _add_variants_arg(p)
     p.set_defaults(func=cmd_demo)
 

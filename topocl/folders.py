@@ -44,7 +44,7 @@ class RunFolder:
     @property
     def calibration(self)->Path: return self.path/'calibration.json'
     @property
-    def experiment(self)->Path: return self.path/'experiment.json'
+    def spec(self)->Path: return self.path/'spec.yaml'   # `topocl.config.resolve_config`'s result, read by every later step
     @property
     def cache(self)->Path: return self.path/'cache'
     @property

@@ -10,15 +10,17 @@ from pathlib import Path
 
 import numpy as np, pandas as pd, torch
 
-from .data import save_json_atomic, split_cache_key
+from .data import split_cache_key
 from .folders import RunFolder
 from .roi import get_extractor
 from .persistence import TokenMaker, Tokens
 from .model import TopoCLModel, load_checkpoint, load_pretrained, save_checkpoint, cost_breakdown
-from .train import (Config, train_stage, demo_config, config_to_dict, apply_overrides, epochs_of, calibration_path, seed_everything,
-                          check_pretrained, stage_weights, seeded, stage3_recipe, validate_config)
-from .evaluate import (probe_checkpoint, load_splits, summarize, compare_variants, save_table, plot_gates,
-                             ph_vectors, linear_probe)
+from .config import Config, demo_config, save_config, apply_overrides, epochs_of, stage3_recipe, resolve_config
+from .runtime import seed_everything, seeded
+from .train import train_stage, calibration_path, check_pretrained, stage_weights
+from .probe import linear_probe
+from .statistics import summarize, compare_variants, save_table
+from .evaluate import probe_checkpoint, load_splits, plot_gates, ph_vectors
 from .features import extract_features, preprocess, effective_rank
 
 # %% auto #0
@@ -121,7 +123,7 @@ def probe_tokens(cfg:Config, splits:dict, cache_dir=None)->dict:
             for s, (x, _) in splits.items()}
 
 def probe_features(feats:dict, splits:dict, seed:int=0, probe_kw:dict|None=None)->dict:
-    "The linear probe (`evaluate.linear_probe`) of given features {split: (N, D)}: a record."
+    "The linear probe (`topocl.probe.linear_probe`) of given features {split: (N, D)}: a record."
     res = linear_probe(feats['train'], splits['train'][1], feats['val'], splits['val'][1], feats['test'], splits['test'][1],
                        seed=seed, **(probe_kw or {}))
     rec = res.to_dict(); rec['seconds_probe'] = rec.pop('seconds')
@@ -228,25 +230,19 @@ def gate_table(records)->pd.DataFrame:
     g = df.groupby(['dataset', 'expert'], sort=False).weight
     return pd.DataFrame({'mean': g.mean(), 'std': g.std(ddof=0), 'n': g.size()}).reset_index()
 
-def run_experiment(cfg:Config,               # the experiment's config (dataset, method, model, optimisation)
-                   seeds=(0, 1, 2),          # one full pipeline per seed
-                   out_dir=None,             # default: cfg.out_dir
-                   probe_kw:dict|None=None,  # extra `linear_probe` arguments (epochs, lrs, ...)
-                   limit:int|None=None,      # probe on at most this many images per split
+def run_experiment(cfg:Config,               # the experiment's spec (`resolve_config`): config, seeds, variants, probe
                    resume:bool=True,         # reuse finished stages (a rerun only probes)
                    verbose:bool=True,        # print progress and the final tables
-                   variants=None,            # which of `VARIANTS` (default: all)
                   )->dict:
-    "Every seed's training runs and probes, then results, summary, comparison (JSON and CSV), gates.png."
-    run = RunFolder(out_dir or cfg.out_dir); out = run.path; out.mkdir(parents=True, exist_ok=True)
+    "Every seed's training runs and probes, then results, summary, comparison (JSON and CSV), gates.png; the spec as spec.yaml."
+    run = RunFolder(cfg.out_dir); out = run.path; out.mkdir(parents=True, exist_ok=True)
     # one experiment per folder: a second process into the same folder fails here, naming this one
     with run.lock('topocl experiment') if is_main_process() else contextlib.nullcontext():
-        seeds, variants = [int(s) for s in seeds], check_variants(variants)
-        if not seeds: raise ValueError('seeds: give at least one seed')
-        d = cfg.data
-        splits = load_splits(d.name, d.root, d.size, limit, **d.split_options())
-        save_json_atomic(run.experiment, dict(config=config_to_dict(cfg), seeds=seeds, variants=list(variants),
-                                                     probe_kw=probe_kw, limit=limit))
+        x, d = cfg.experiment, cfg.data
+        seeds, variants, probe_kw = [int(s) for s in x.seeds], check_variants(x.variants), dict(epochs=x.probe_epochs)
+        if not seeds: raise ValueError('experiment.seeds: give at least one seed')
+        splits = load_splits(d.name, d.root, d.size, x.probe_limit, **d.split_options())
+        save_config(cfg, run.spec)   # what every later step reads: the report, a rerun (`topocl run --config spec.yaml`)
         records, t0 = [], time.perf_counter()
         for seed in seeds:
             if verbose: print(f'== seed {seed}: training for {len(variants)} variant(s), then probes', flush=True)
@@ -444,21 +440,11 @@ def plot_ablation(rows:pd.DataFrame, # `stage3_ablation` rows, with their per-ep
 
 # %% ../nbs/45_pipeline.ipynb #0012
 def demo(out_dir='runs/demo',     # where everything is written
-         seeds=(0,),               # one full pipeline per seed (two or more give a paired t-test)
-         epochs:int|None=None,     # epochs per stage (default: `demo_config`'s)
-         method:str='simclr',      # SSL method
-         n_train:int|None=None,    # synthetic images for self-supervised training (default: `demo_config`'s)
+         overrides:list|dict|None=None, # dotted-key overrides of the demo preset, e.g. {'experiment.seeds': [0, 1]}
+         stage3:str|None=None,     # a `topocl.config.STAGE3_RECIPES` name (default: the demo preset's stage 3)
          verbose:bool=True,
-         variants=None,            # which of `VARIANTS` (default: all)
-         limit:int|None=None,      # probe on at most this many images per split (default: all)
-         probe_epochs:int|None=None, # epochs of the linear probe (default: `linear_probe`'s)
-         stage3:str|None=None,     # a `topocl.train.STAGE3_RECIPES` name (default: `demo_config`'s stage 3)
-         overrides:list|dict|None=None, # dotted-key overrides of the demo config, e.g. ['train.batch_size=32']
         )->dict:
-    "The main job on the embedded default data: calibration, ROIs, diagrams, every variant's training and probe; the tables."
-    kw = {k: v for k, v in dict(epochs=epochs, n_train=n_train).items() if v is not None}
-    probe_kw = None if probe_epochs is None else dict(epochs=probe_epochs)
-    cfg = demo_config(str(out_dir), method=method, **kw)
-    if stage3: cfg = stage3_recipe(cfg, stage3)
-    cfg = validate_config(apply_overrides(cfg, overrides))
-    return run_experiment(cfg, seeds=seeds, verbose=verbose, variants=variants, limit=limit, probe_kw=probe_kw)
+    "The main job on the embedded default data (one seed unless overridden): calibration, ROIs, diagrams, every variant's training and probe; the tables."
+    base = demo_config(str(out_dir))
+    spec = resolve_config(stage3_recipe(base, stage3) if stage3 else base, {'experiment.seeds': [0]}, overrides)
+    return run_experiment(spec, verbose=verbose)

@@ -12,12 +12,13 @@ import numpy as np, pandas as pd
 
 from .data import atomic_write
 from .folders import RunFolder
-from .evaluate import markdown, paired_ttest, plot_gates, save_table
+from .evaluate import plot_gates
 from .methods import make_method
 from .model import TopoCLModel, cost_breakdown, count_parameters
 from .pipeline import CONTROLS, TEST_METRICS, choose_headline, compare_controls
+from .statistics import markdown, paired_ttest, save_table
 from .sweep import load_manifest, run_status
-from .train import config_from_dict
+from .config import load_config
 
 # %% auto #0
 __all__ = ['REPORT_FORMATS', 'collect', 'averaged_tests', 'tally', 'table3', 'settings_table', 'gate_means', 'method_costs',
@@ -130,7 +131,7 @@ def gate_means(results, res:pd.DataFrame)->pd.DataFrame:
 
 # %% ../nbs/56_report.ipynb #75456caa
 def _run_config(results, run_dir:Path):
-    return config_from_dict(json.loads(RunFolder(Path(results)/run_dir).experiment.read_text())['config'])
+    return load_config(RunFolder(Path(results)/run_dir).spec)
 
 def _metrics_csv(results, run, stage:int)->Path:
     "The metrics.csv of one stage of a manifest row's run (its seed's folder)."
@@ -161,7 +162,7 @@ def cost_tables(results, res:pd.DataFrame)->tuple:
     man = load_manifest(results)
     runs = man[man.id.isin(set(res.run_id))]
     t6, t7 = [], []
-    runs = runs[[RunFolder(Path(results)/d).experiment.is_file() for d in runs.out_dir]]   # the config is needed
+    runs = runs[[RunFolder(Path(results)/d).spec.is_file() for d in runs.out_dir]]   # the spec is needed
     for meth, g in runs.groupby('method', sort=False):
         c = method_costs(_run_config(results, g.out_dir.iloc[0]))
         r = res[res.method == meth]

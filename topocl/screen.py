@@ -14,9 +14,11 @@ from scipy import stats
 
 from . import data as _data
 from .data import atomic_write, to_float, to_gray
-from .evaluate import accuracy, auc_score, load_splits, markdown, ph_vectors, save_table, standardize
+from .evaluate import load_splits, ph_vectors
 from .persistence import FILTRATIONS, _pool_axis, compute_diagrams
+from .probe import accuracy, auc_score, standardize
 from .roi import compute_rois, get_extractor
+from .statistics import markdown, save_table
 
 # %% auto #0
 __all__ = ['VECTORISATIONS', 'FEATURE_SETS', 'CS', 'METRIC_FNS', 'COMPARISONS', 'check_labels', 'screen_splits', 'class_names',

@@ -18,14 +18,13 @@ from .lock import STALE_AFTER, LockedError, describe
 from .methods import METHODS
 from .moe import EXPERTS
 from .pipeline import REPRESENTATIONS, check_variants
-from .train import PRESETS, Config, resolve_config, validate_config
+from .config import PRESETS, Config, resolve_config, save_config
 
 # %% auto #0
 __all__ = ['PAPER_DATASETS', 'TABLE4_SETTINGS', 'TABLE5_SETTINGS', 'GRIDS', 'RUN_FIELDS', 'RUNNERS', 'EXPERIMENT_NOTEBOOK',
            'EXECUTORS', 'Grid', 'check_grid', 'load_grid', 'run_id', 'expand', 'row_config', 'check_runs',
-           'manifest_path', 'load_manifest', 'save_manifest', 'experiment_args', 'notebook_parameters', 'run_commands',
-           'run_status', 'execute_run', 'SlurmOptions', 'SweepTask', 'make_executor', 'slurm_script', 'with_status',
-           'sweep']
+           'manifest_path', 'load_manifest', 'save_manifest', 'write_spec', 'run_commands', 'run_status', 'execute_run',
+           'SlurmOptions', 'SweepTask', 'make_executor', 'slurm_script', 'with_status', 'sweep']
 
 # %% ../nbs/55_sweep.ipynb #e7e6e115
 @dataclass
@@ -128,17 +127,23 @@ def expand(grid:Grid)->pd.DataFrame:
     return df
 
 # %% ../nbs/55_sweep.ipynb #2057e800
-def row_config(row:dict)->Config:
-    "The config a manifest row trains with, resolved as `topocl run` resolves it: preset, data set, method, seed, overrides."
-    cfg = PRESETS[row['preset']](str(row['out_dir']))
-    short = {'data.name': row['dataset'], 'method.name': row['method'], 'seed': int(row['seed'])}
+def _optional_int(v): return None if v is None or pd.isna(v) else int(v)
+
+def row_config(row:dict,
+               results=None, # the results folder: the spec's out_dir is the run's folder in it (None: relative)
+              )->Config:
+    "The validated spec of a manifest row, resolved as `topocl run` resolves one (what only a task's machine has: unchecked)."
+    out = Path(results).resolve()/row['out_dir'] if results is not None else Path(row['out_dir'])
+    short = {'data.name': row['dataset'], 'method.name': row['method'], 'out_dir': str(out),
+             'experiment.seeds': [int(row['seed'])], 'experiment.variants': row['variants'],
+             'experiment.probe_epochs': int(row['probe_epochs']), 'experiment.probe_limit': _optional_int(row['limit'])}
     if row.get('root'): short['data.root'] = row['root']
-    return resolve_config(cfg, short, list(row['overrides']))
+    return resolve_config(row['preset'], short, list(row['overrides']), environment=False)
 
 def check_runs(manifest:pd.DataFrame)->pd.DataFrame:
-    "The manifest, once every run's config is valid; a ValueError naming the run and its bad fields otherwise."
+    "The manifest, once every run's spec is valid; a ValueError naming the run and its bad fields otherwise."
     for r in manifest.to_dict('records'):
-        try: validate_config(row_config(r), environment=False)
+        try: row_config(r)
         except ValueError as e:
             raise ValueError(f"run {r['id']} ({r['dataset']}, {r['method']}, setting {r['setting']!r}): {e}") from None
     return manifest
@@ -165,45 +170,27 @@ def save_manifest(manifest:pd.DataFrame, results)->pd.DataFrame:
     return manifest
 
 # %% ../nbs/55_sweep.ipynb #f60700e9
-def experiment_args(dataset:str, method:str, seeds:list, out_dir:str, preset:str='demo',
-                    image_size:int|None=None, backbone:str|None=None, epochs:int|None=None, stage_epochs:str|None=None,
-                    variants:list|None=None, data_root:str|None=None, probe_epochs:int=100, limit:int|None=None,
-                    extra:list=())->list:
-    "`topocl run`'s arguments for the experiment notebook's parameters (None: the preset's value)."
-    args = ['run', '--preset', preset, '--dataset', dataset, '--method', method, '--out-dir', str(out_dir),
-            '--probe-epochs', str(probe_epochs), '--seeds', *map(str, seeds)]
-    for flag, v in (('--size', image_size), ('--arch', backbone), ('--epochs', epochs), ('--stage-epochs', stage_epochs),
-                    ('--root', data_root), ('--limit', limit)):
-        if v is not None: args += [flag, str(v)]
-    if variants: args += ['--variants', *variants]
-    for o in extra: args += ['--set', o]
-    return args
-
-def notebook_parameters(row:dict, results)->dict:
-    "The experiment notebook's parameters for one manifest row (its folder made absolute)."
-    return dict(dataset=row['dataset'], method=row['method'], preset=row['preset'], seeds=[int(row['seed'])],
-                out_dir=str(Path(results).resolve()/row['out_dir']), variants=row['variants'], data_root=row['root'],
-                probe_epochs=int(row['probe_epochs']), limit=None if pd.isna(row['limit']) else int(row['limit']),
-                extra=list(row['overrides']))
+def write_spec(row:dict, results)->Path:
+    "Write a manifest row's spec to its folder's spec.yaml (atomically): all that its run reads."
+    return save_config(row_config(row, results), RunFolder(Path(results).resolve()/row['out_dir']).spec)
 
 # %% ../nbs/55_sweep.ipynb #b36e77f0
 RUNNERS = ('papermill', 'python')
 EXPERIMENT_NOTEBOOK = Path(topocl.__file__).resolve().parents[1]/'nbs'/'experiments'/'run.ipynb'
 
 def run_commands(row:dict, results, runner:str='papermill', gpus:int=1)->list:
-    "The commands (argument lists) that execute one manifest row."
+    "The commands (argument lists) that execute one manifest row from its spec.yaml (`write_spec`)."
     if runner not in RUNNERS: raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
-    params = notebook_parameters(row, results)
-    cli = [sys.executable, '-m', 'topocl.cli', *experiment_args(**params)]
+    run = RunFolder(Path(results).resolve()/row['out_dir'])
+    cli = [sys.executable, '-m', 'topocl.cli', 'run', '--config', str(run.spec)]
     cmds = []
     if gpus > 1:
-        cmds.append([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={gpus}', *cli[1:]])
+        cmds.append([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={gpus}', *cli[2:]])
     if runner == 'python': return cmds or [cli]
     if not EXPERIMENT_NOTEBOOK.is_file():
         raise FileNotFoundError(f"{EXPERIMENT_NOTEBOOK}: the experiment notebook is not here (an install without the "
                                 "source tree?); use runner='python' (`topocl sweep --runner python`)")
-    nb_out = str(RunFolder(params['out_dir']).notebook)
-    return cmds + [[sys.executable, '-m', 'papermill', str(EXPERIMENT_NOTEBOOK), nb_out, '-y', yaml.safe_dump(params),
+    return cmds + [[sys.executable, '-m', 'papermill', str(EXPERIMENT_NOTEBOOK), str(run.notebook), '-p', 'spec', str(run.spec),
                     '-k', 'python3', '--no-progress-bar', '--log-output']]
 
 # %% ../nbs/55_sweep.ipynb #bf462fe2
@@ -237,6 +224,7 @@ def execute_run(row:dict, results, runner:str='papermill', gpus:int=1,
 def _execute_locked(row, results, runner, gpus, run, env):
     run.path.mkdir(parents=True, exist_ok=True); run.failed.unlink(missing_ok=True)
     t0, what = time.time(), f"run {row['id']} ({row['dataset']}, {row['method']}, {row['setting']}, seed {row['seed']})"
+    write_spec(row, results)
     with open(run.log, 'a') as log:
         log.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n")
         for cmd in run_commands(row, results, runner, gpus):
