@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from topocl.augment import TopoAugment, apply_ops, calibrate  # noqa: E402
+from topocl.augment import CalibrationSettings, TopoAugment, apply_ops, calibrate  # noqa: E402
 from topocl.persistence import PersistenceConfig, relative_bottleneck, roi_range  # noqa: E402
 from topocl.roi import compute_rois  # noqa: E402
 
@@ -65,7 +65,7 @@ def main():
     print(f"{len(imgs)} PneumoniaMNIST images at {a.size} px, Otsu ROIs, {a.n_jobs} worker processes", flush=True)
 
     prof = cProfile.Profile(); prof.enable()
-    calibrate(imgs[:1], masks[:1], n_images=1, exact=False, keep_samples=False, n_check=0)
+    calibrate(imgs[:1], masks[:1], CalibrationSettings(n_images=1, exact=False, keep_samples=False, n_check=0))
     prof.disable()
     st = pstats.Stats(prof); total = st.total_tt
     share = {}
@@ -76,7 +76,7 @@ def main():
     print(f"one image's sweep: {total:.2f} s CPU; " + ', '.join(f"{k} {v / total:.0%}" for k, v in share.items()), flush=True)
 
     t0 = time.perf_counter()
-    cal = calibrate(imgs, masks, n_images=a.n, exact=False, n_jobs=a.n_jobs, persistence=PersistenceConfig(),
+    cal = calibrate(imgs, masks, CalibrationSettings(n_images=a.n, exact=False), PersistenceConfig(), n_jobs=a.n_jobs,
                     meta=dict(dataset='pneumoniamnist', split='train', size=a.size, roi='otsu'))
     wall = time.perf_counter() - t0
     cal.save(a.out)

@@ -7,7 +7,7 @@ For each size (28, 64, 224 px; real PneumoniaMNIST, bilinearly upsampled; each i
     (the generic complex, what the authors' pipeline does),
   - the raw fast-path call `gudhi._pers_cub_low_dim_ext._persistence_on_rectangle_from_top_cells` per image
     (a private GUDHI function: the floor any wrapper can reach, timed as a reference only),
-  - `compute_diagrams(backend='cripser', n_jobs=1)`, the previous default,
+  - `compute_diagrams(backend='cripser', engine=EngineSettings(n_jobs=1))`, the previous default,
   - `compute_diagrams()` (GUDHI's 2-D path through its public `CubicalPersistence`) in one process and on all
     cores (the worker pool started before timing; its start-up is printed separately),
 prints CPU ms per image (one process; other users' load does not change it), images/s on all cores, ratios to the
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from topocl.persistence import (Diagram, DiagramSet, PersistenceConfig, TokenMaker, compute_diagrams,  # noqa: E402
+from topocl.persistence import (Diagram, DiagramSet, EngineSettings, PersistenceConfig, TokenMaker, compute_diagrams,  # noqa: E402
                                 filtration_values)
 from topocl.roi import compute_rois  # noqa: E402
 
@@ -121,7 +121,7 @@ def main():
     base, src = load_images(max(args.n28, args.n64, args.n224), args.data, args.synthetic)
     print(f'images: {src}, each on its Otsu ROI; cores: {ncpu}; load average now: {os.getloadavg()[0]:.2f}')
 
-    _, t_start = timed(compute_diagrams, base[:4], n_jobs=ncpu, chunk_size=1, progress=False)
+    _, t_start = timed(compute_diagrams, base[:4], engine=EngineSettings(n_jobs=ncpu, chunk_size=1, progress=False))
     print(f'worker pool start-up (once per session, excluded below): {t_start:.2f} s\n')
 
     print(f'best of {args.reps} alternating runs; CPU ms per image in one process (x = speed-up over the generic GUDHI loop)')
@@ -136,10 +136,10 @@ def main():
         best = dict(g=np.inf, c=np.inf, r=np.inf, one=np.inf, par=np.inf)
         for _ in range(args.reps):
             raw, _, c = timed_cpu(gudhi_loop, fs); best['g'] = min(best['g'], c)
-            cri, _, c = timed_cpu(compute_diagrams, imgs, mk, n_jobs=1, backend='cripser', progress=False); best['c'] = min(best['c'], c)
+            cri, _, c = timed_cpu(compute_diagrams, imgs, mk, backend='cripser', engine=EngineSettings(n_jobs=1, progress=False)); best['c'] = min(best['c'], c)
             _, _, c = timed_cpu(raw_loop, fs); best['r'] = min(best['r'], c)
-            one, _, c = timed_cpu(compute_diagrams, imgs, mk, n_jobs=1, progress=False); best['one'] = min(best['one'], c)
-            par, t = timed(compute_diagrams, imgs, mk, n_jobs=ncpu, progress=False); best['par'] = min(best['par'], t)
+            one, _, c = timed_cpu(compute_diagrams, imgs, mk, engine=EngineSettings(n_jobs=1, progress=False)); best['one'] = min(best['one'], c)
+            par, t = timed(compute_diagrams, imgs, mk, engine=EngineSettings(n_jobs=ncpu, progress=False)); best['par'] = min(best['par'], t)
             ref = DiagramSet.from_diagrams(as_diagrams(raw))
             same = one == ref and par == ref and cri == ref
             ok &= same

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import default_collate
 
 from topocl import train as T
-from topocl.augment import calibrate
+from topocl.augment import CalibrationSettings, calibrate
 from topocl.data import make_synthetic
 from topocl.model import ModelConfig
 from topocl.roi import compute_rois
@@ -43,7 +43,7 @@ def make_calibration(cfg, out, n_images):
     masks = compute_rois(imgs, 'otsu', progress=False).masks
     masks = np.stack([masks[i] for i in range(len(imgs))])
     t0 = time.perf_counter()
-    cal = calibrate(imgs, masks, n_images=n_images, keep_samples=False, exact=False, t_grid=(0, .2, .4, .6, .8, 1.0))
+    cal = calibrate(imgs, masks, CalibrationSettings(n_images=n_images, keep_samples=False, exact=False, t_grid=(0, .2, .4, .6, .8, 1.0)))
     print(f"  calibration on {n_images} images: {time.perf_counter() - t0:.1f} s "
           f"(GUDHI's approximate bottleneck; {sum(len(cal.admissible(l)) for l in cal.bands)} admissible combinations)")
     return str(cal.save(Path(out) / f'cal{cfg.data.size}.json'))

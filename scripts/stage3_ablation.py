@@ -46,8 +46,8 @@ def main(argv=None):
     for seed in a.seeds:
         for s in (1, 2): train_stage(s, seed_config(cfg, seed, a.out_dir), resume=True)
         for name in a.settings:
-            df = stage3_ablation(cfg, {name: SETTINGS[name]}, seed, a.out_dir, cache_dir=Path(a.out_dir)/'cache',
-                                 empty_diagrams=a.no_diagrams, start=name == a.settings[0] and not a.no_diagrams)
+            df = stage3_ablation(cfg, {name: SETTINGS[name]}, seed, empty_diagrams=a.no_diagrams,
+                                 start=name == a.settings[0] and not a.no_diagrams)
             with out.open('a') as f:
                 for r in df.to_dict('records'): f.write(json.dumps(r, default=float) + '\n')
             print(f'seed {seed}, {name}: fused {100 * df.fused_acc.iloc[-1]:.2f}', flush=True)

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from topocl.augment import (Calibration, TopoAugment, apply_ops, band_summary, calibrate, run_calibration,
-                            validate, visual_augment)
+from topocl.augment import (Calibration, CalibrationData, CalibrationSettings, TopoAugment, ValidationSettings, apply_ops,
+                            band_summary, calibrate, run_calibration, validate, visual_augment)
 from topocl.data import make_synthetic
 
 COMBOS = (('flip', 'noise'), ('flip', 'noise', 'contrast'))
@@ -17,7 +17,7 @@ def syn():
 
 @pytest.fixture(scope='module')
 def cal(syn):
-    return calibrate(syn.images, syn.masks, ops=OPS, combos=COMBOS, n_images=20, seed=0, meta={'dataset': 'synthetic'})
+    return calibrate(syn.images, syn.masks, CalibrationSettings(ops=OPS, combos=COMBOS, n_images=20, seed=0), meta={'dataset': 'synthetic'})
 
 @pytest.fixture()
 def cal_file(cal, tmp_path):
@@ -47,8 +47,8 @@ def test_visual_augment_in_workers(syn):
     assert [tuple(b.shape) for b in loader] == [(4, 1, 28, 28)] * 2
 
 def test_calibration_independent_of_n_jobs(syn):
-    kw = dict(ops=('flip', 'noise'), combos=(('flip', 'noise'),), n_images=8, seed=5)
-    a, b = calibrate(syn.images, syn.masks, n_jobs=1, **kw), calibrate(syn.images, syn.masks, n_jobs=2, **kw)
+    s = CalibrationSettings(ops=('flip', 'noise'), combos=(('flip', 'noise'),), n_images=8, seed=5)
+    a, b = calibrate(syn.images, syn.masks, s, n_jobs=1), calibrate(syn.images, syn.masks, s, n_jobs=2)
     assert a.entries == b.entries
 
 def test_topoaugment_from_path_and_pickle(cal_file, syn):
@@ -92,16 +92,18 @@ def test_failed_save_keeps_the_old_file(cal, tmp_path):
     assert p.read_text() == before and os.listdir(tmp_path) == ['cal.json']
 
 def test_calibrate_rejects_bad_arguments(syn):
-    with pytest.raises(ValueError, match='masks'): calibrate(syn.images, syn.masks[:, :5], ops=('noise',), combos=())
-    with pytest.raises(ValueError, match='use 2 or 3'): calibrate(syn.images, None, combos=(('flip', 'noise', 'blur', 'contrast'),))
-    with pytest.raises(ValueError, match='unknown'): calibrate(syn.images, None, ops=('swirl',), combos=())
-    with pytest.raises(ValueError, match='bands'): calibrate(syn.images, None, ops=('noise',), combos=(), bands={'weak': (0.2, 0.1)})
-    with pytest.raises(ValueError, match='not in ops'): calibrate(syn.images, None, ops=('noise',), combos=(('flip', 'blur'),), n_images=2)
-    with pytest.raises(ValueError, match=r'\[0, 1\]'): calibrate(syn.images / 100.0, None, ops=('noise',), combos=())
+    S = CalibrationSettings
+    with pytest.raises(ValueError, match='masks'): calibrate(syn.images, syn.masks[:, :5], S(ops=('noise',), combos=()))
+    with pytest.raises(ValueError, match='use 2 or 3'): calibrate(syn.images, None, S(combos=(('flip', 'noise', 'blur', 'contrast'),)))
+    with pytest.raises(ValueError, match='unknown'): calibrate(syn.images, None, S(ops=('swirl',), combos=()))
+    with pytest.raises(ValueError, match='bands'): calibrate(syn.images, None, S(ops=('noise',), combos=(), bands={'weak': (0.2, 0.1)}))
+    with pytest.raises(ValueError, match='not in ops'): calibrate(syn.images, None, S(ops=('noise',), combos=(('flip', 'blur'),), n_images=2))
+    with pytest.raises(ValueError, match=r'\[0, 1\]'): calibrate(syn.images / 100.0, None, S(ops=('noise',), combos=()))
+    with pytest.raises(TypeError, match='CalibrationSettings'): calibrate(syn.images, None, {'ops': ('noise',)})
 
 def test_rgb_calibration_and_views():
     pool, held = make_synthetic(60, rgb=True, seed=41), make_synthetic(24, rgb=True, seed=42)
-    c = calibrate(pool.images, pool.masks, ops=OPS, combos=COMBOS, n_images=20, seed=0)
+    c = calibrate(pool.images, pool.masks, CalibrationSettings(ops=OPS, combos=COMBOS, n_images=20, seed=0))
     y, m = TopoAugment(c, 'strong', seed=0)(held.images[0], held.masks[0])
     assert y.shape == (28, 28, 3) and y.dtype == np.float32 and m.shape == (28, 28)
     rep = band_summary(validate(c, held.images, held.masks, n_views=2), c.bands)
@@ -109,18 +111,21 @@ def test_rgb_calibration_and_views():
 
 def test_run_calibration_synthetic_writes_default_path(tmp_path, monkeypatch):
     monkeypatch.setenv('TOPOCL_CACHE', str(tmp_path))
-    c = run_calibration('synthetic', roi='otsu', synthetic_n=60, n_images=12, ops=OPS, combos=COMBOS, n_validate=12, n_views=1)
+    c = run_calibration(CalibrationData('synthetic', synthetic_n=60), roi='otsu', settings=CalibrationSettings(ops=OPS, combos=COMBOS, n_images=12),
+                        validation=ValidationSettings(n_images=12, n_views=1))
     p = tmp_path / 'calibration' / 'synthetic_28px_train_otsu.json'
     assert p.exists() and Calibration.load(p).data == json.loads(json.dumps(c.data))
     assert c.meta['roi_settings']['polarity'] == 'auto' and c.meta['versions']['topocl']
 
 def test_run_calibration_missing_medmnist(tmp_path):
-    with pytest.raises(FileNotFoundError): run_calibration('breastmnist', tmp_path / 'x.json', root=tmp_path)
+    with pytest.raises(FileNotFoundError): run_calibration(CalibrationData('breastmnist', root=tmp_path), tmp_path / 'x.json')
 
 def test_run_calibration_breastmnist(tmp_path, medmnist_root):
     out = tmp_path / 'breast.json'
-    with pytest.raises(ValueError, match='ground-truth'): run_calibration('breastmnist', out, roi='truth', root=medmnist_root)
-    c = run_calibration('breastmnist', out, root=medmnist_root, roi='otsu', n_images=48, ops=OPS, combos=COMBOS, n_validate=48, n_views=2)
+    data = CalibrationData('breastmnist', root=medmnist_root)
+    with pytest.raises(ValueError, match='ground-truth'): run_calibration(data, out, roi='truth')
+    c = run_calibration(data, out, roi='otsu', settings=CalibrationSettings(ops=OPS, combos=COMBOS, n_images=48),
+                        validation=ValidationSettings(n_images=48, n_views=2))
     saved = Calibration.load(out)
     assert saved.meta['dataset'] == 'breastmnist' and saved.meta['pool_size'] == 546 and saved.meta['n_images'] == 48
     assert saved.data['validation']['split'] == 'val'
@@ -135,8 +140,8 @@ def test_validate_makes_diagrams_and_distances_as_the_calibration_did(syn):
     from topocl.persistence import PersistenceConfig
     import zlib
     p = PersistenceConfig(filtration='superlevel', normaliser='diagram')
-    c = calibrate(syn.images, syn.masks, ops=OPS, combos=COMBOS, n_images=12, seed=0, exact=False, persistence=p,
-                  keep_samples=False)
+    c = calibrate(syn.images, syn.masks, CalibrationSettings(ops=OPS, combos=COMBOS, n_images=12, seed=0, exact=False, keep_samples=False),
+                  persistence=p)
     assert c.persistence == p and c.meta['exact_bottleneck'] is False
     views = validate(c, syn.images[40:44], syn.masks[40:44], n_views=2, seed=3)
     row = views.iloc[0]

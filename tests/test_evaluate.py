@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from topocl.probe import accuracy, auc_score, standardize, linear_probe
+from topocl.probe import accuracy, auc_score, standardize, linear_probe, LinearProbeConfig
 from topocl.statistics import null_auc_sd, summarize, paired_ttest, compare_variants, save_table
 from topocl.evaluate import gate_stats, plot_gates
 
@@ -132,6 +132,10 @@ def test_probe_bad_input():
         linear_probe(X, y, X, y, bad, y)
     with pytest.raises(ValueError, match="select='auc'"):
         linear_probe(X, y, X, np.zeros(50, int), X, y, select="auc")
+    with pytest.raises(ValueError, match=r"unknown linear probe setting\(s\) \['lr'\]"):
+        linear_probe(X, y, X, y, X, y, dict(lr=0.1))
+    with pytest.raises(TypeError, match="expected a LinearProbeConfig"):
+        linear_probe(X, y, X, y, X, y, 5)
 
 
 def test_probe_deterministic_and_thread_count_restored():
@@ -142,6 +146,11 @@ def test_probe_deterministic_and_thread_count_restored():
     b = linear_probe(X1, y1, X2, y2, X3, y3, epochs=5)
     assert torch.get_num_threads() == before
     assert np.array_equal(a.test_probs, b.test_probs) and a.curves.equals(b.curves)
+    # the same settings as a config, as a dict, or as a config with keyword changes: the same probe
+    for c in (linear_probe(X1, y1, X2, y2, X3, y3, LinearProbeConfig(epochs=5)),
+              linear_probe(X1, y1, X2, y2, X3, y3, dict(epochs=5)),
+              linear_probe(X1, y1, X2, y2, X3, y3, LinearProbeConfig(epochs=9, seed=4), epochs=5, seed=0)):
+        assert np.array_equal(a.test_probs, c.test_probs) and a.curves.equals(c.curves)
 
 
 # ---- seeds, t-tests, tables ------------------------------------------------------------------------------------
@@ -294,12 +303,12 @@ def test_preprocess_matches_training_eval_transform():
 
 def test_extract_features_kinds_and_gates(fused):
     import torch
-    from topocl.features import extract_features, preprocess
+    from topocl.features import extract_features, preprocess, FeatureOptions
     from topocl.data import make_synthetic
     s = make_synthetic(6, size=28, seed=1)
     tok, pad = torch.rand(6, 144, 4), torch.zeros(6, 144, dtype=torch.bool)
     pad[:, 100:] = True
-    f = extract_features(fused, s.images, "fused", tok, pad, batch_size=4)
+    f = extract_features(fused, s.images, "fused", tok, pad, options=FeatureOptions(batch_size=4))
     assert f.feats.shape == (6, 48) and f.feats.dtype == np.float32 and np.allclose(f.gates.sum(1), 1, atol=1e-5)
     fused.eval()
     with torch.no_grad():
@@ -353,27 +362,32 @@ def test_topological_tokens_carry_the_synthetic_labels():
 
 def test_probe_model_and_checkpoint_roundtrip(tmp_path, fused, isolated_env):
     import torch
-    from topocl.evaluate import probe_model, probe_checkpoint, load_splits
+    from topocl.evaluate import probe_model, probe_checkpoint, load_splits, ProbeSettings
+    from topocl.features import FeatureOptions
     from topocl.model import save_checkpoint
     from topocl.moe import EXPERTS
     sp = load_splits("synthetic", limit=12)
     assert {k: len(v[0]) for k, v in sp.items()} == {"train": 12, "val": 12, "test": 12}
-    rec, det = probe_model(fused, sp, probe_kw=dict(epochs=4), return_details=True)
+    four, cpu = LinearProbeConfig(epochs=4), FeatureOptions(device="cpu")
+    rec, det = probe_model(fused, sp, probe=dict(epochs=4), return_details=True)
     assert rec["kind"] == "fused" and rec["n_train"] == 12 and rec["feature_dim"] == 48
     assert set(rec["gate_mean"]) == set(EXPERTS) and sum(rec["gate_mean"].values()) == pytest.approx(1, abs=1e-4)
     json.dumps(rec)
     sup = dict(filtration="superlevel")
     ck = save_checkpoint(fused, tmp_path / "m.pt", extra=dict(roi="full", persistence=sup))
-    r = probe_checkpoint(ck, "synthetic", splits=sp, tokens=None, probe_kw=dict(epochs=4), device="cpu")
+    r = probe_checkpoint(ck, probe=four, options=cpu, splits=sp, tokens=None, dataset="synthetic")
     assert (r["roi"], r["persistence"]["filtration"], r["model_kind"], r["checkpoint"]) == ("full", "superlevel", "fused", str(ck))
     # a reloaded checkpoint gives the same features, hence the same probe, as the model it was saved from
-    same = probe_model(fused, sp, roi="full", persistence=sup, probe_kw=dict(epochs=4))
+    same = probe_model(fused, sp, settings=ProbeSettings(roi="full", persistence=sup), probe=four)
     assert r["test_acc"] == same["test_acc"] and r["val_acc"] == same["val_acc"]
-    v = probe_checkpoint(ck, "synthetic", splits=sp, probe_kw=dict(epochs=4), device="cpu", roi="otsu", kind="visual")
+    assert (rec["probe_seed"], probe_model(fused, sp, probe=dict(epochs=4, seed=3))["probe_seed"]) == (0, 3)
+    v = probe_checkpoint(ck, "visual", four, cpu, splits=sp, dataset="synthetic", roi="otsu")
     assert v["roi"] == "otsu"                                   # explicit settings win over the checkpoint's
     assert v["kind"] == "visual" and v["feature_dim"] == 512 and "gate_mean" not in v
     with pytest.raises(ValueError, match="unknown setting"):
-        probe_checkpoint(ck, "synthetic", splits=sp, rio="otsu")
+        probe_checkpoint(ck, splits=sp, dataset="synthetic", rio="otsu")
+    with pytest.raises(ValueError, match="kind: expected one of"):   # the data set is a keyword, not the second argument
+        probe_checkpoint(ck, "synthetic", splits=sp)
     with pytest.raises(ValueError, match="missing"):
         probe_model(fused, {"train": sp["train"]})
 
@@ -381,10 +395,12 @@ def test_probe_model_and_checkpoint_roundtrip(tmp_path, fused, isolated_env):
 def test_probe_checkpoint_bad_files(tmp_path):
     from topocl.evaluate import probe_checkpoint
     with pytest.raises(FileNotFoundError, match="missing.pt"):
-        probe_checkpoint(tmp_path / "missing.pt", "synthetic")
+        probe_checkpoint(tmp_path / "missing.pt", dataset="synthetic")
     bad = tmp_path / "bad.pt"; bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="bad.pt"):
-        probe_checkpoint(bad, "synthetic")
+        probe_checkpoint(bad, dataset="synthetic")
+    with pytest.raises(ValueError, match=r"unknown linear probe setting\(s\) \['epoch'\]"):   # before the file is read
+        probe_checkpoint(tmp_path / "missing.pt", probe=dict(epoch=3), dataset="synthetic")
 
 
 def test_load_splits_missing_file(tmp_path, isolated_env):
@@ -409,15 +425,15 @@ def test_probe_checkpoint_on_real_breastmnist(tmp_path, medmnist_root, isolated_
     MEDMNIST = medmnist_root
     import torch
     from topocl.evaluate import probe_checkpoint
+    from topocl.features import FeatureOptions
     from topocl.model import save_checkpoint, TopoCLModel
     torch.manual_seed(0)
     ck = save_checkpoint(TopoCLModel(kind="fused", **TINY), tmp_path / "f.pt")
-    r = probe_checkpoint(ck, "breastmnist", root=MEDMNIST, limit=60, probe_kw=dict(epochs=5), device="cpu",
-                         cache_dir=tmp_path / "cache")
+    opt = FeatureOptions(device="cpu", cache_dir=tmp_path / "cache")
+    r = probe_checkpoint(ck, probe=dict(epochs=5), options=opt, dataset="breastmnist", root=MEDMNIST, limit=60)
     assert r["n_test"] == 60 and r["n_classes"] == 2 and 0 <= r["test_auc"] <= 1
     assert r["n_roi_fallback"] >= 0 and r["roi"] == "otsu"
-    again = probe_checkpoint(ck, "breastmnist", root=MEDMNIST, limit=60, probe_kw=dict(epochs=5), device="cpu",
-                             cache_dir=tmp_path / "cache")
+    again = probe_checkpoint(ck, probe=dict(epochs=5), options=opt, dataset="breastmnist", root=MEDMNIST, limit=60)
     assert again["test_acc"] == r["test_acc"]                   # cached masks/diagrams give the same answer
 
 
@@ -426,6 +442,7 @@ def test_run_settings_read_from_training_files(tmp_path, fused, isolated_env):
     import yaml
     from topocl.augment import CALIBRATION_FORMAT, CALIBRATION_VERSION
     from topocl.evaluate import run_settings, probe_checkpoint, load_splits
+    from topocl.features import FeatureOptions
     from topocl.model import save_checkpoint
     run = tmp_path / "run"
     ck = save_checkpoint(fused, run / "stage3" / "topocl.pt")
@@ -441,7 +458,7 @@ def test_run_settings_read_from_training_files(tmp_path, fused, isolated_env):
     (run / "calibration.json").write_text(json.dumps(cal))         # found at <out_dir>, i.e. beside stage3/
     st = run_settings(ck)                                            # an old run: no persistence section, so the calibration's
     assert (st["persistence"]["filtration"], st["persistence"]["backend"], st["persistence"]["normaliser"]) == ("superlevel", "gudhi", "diagram")
-    r = probe_checkpoint(ck, limit=8, probe_kw=dict(epochs=2), device="cpu")
+    r = probe_checkpoint(ck, probe=dict(epochs=2), options=FeatureOptions(device="cpu"), limit=8)
     p = r["persistence"]
     assert (r["dataset"], r["roi"], p["filtration"], p["backend"], r["n_classes"]) == ("synthetic", "full", "superlevel", "gudhi", 2)
     new = dict(cfg, persistence=dict(filtration="sublevel", backend="cripser", k0=48, k1=96, scales=[1.0, 0.5], normaliser="roi"))
@@ -454,7 +471,7 @@ def test_run_settings_read_from_training_files(tmp_path, fused, isolated_env):
     with pytest.raises(ValueError, match="config.yaml"):
         run_settings(ck)
     with pytest.raises(ValueError, match="name the dataset"):
-        probe_checkpoint(save_checkpoint(fused, tmp_path / "alone.pt"), device="cpu")
+        probe_checkpoint(save_checkpoint(fused, tmp_path / "alone.pt"), options=FeatureOptions(device="cpu"))
 
 
 @pytest.mark.slow
@@ -462,13 +479,14 @@ def test_probe_checkpoints_of_a_tiny_training_run(tmp_path, isolated_env):
     "Train the three stages for seconds (topocl.train.tiny_config), then probe baseline and TopoCL from the files alone."
     from topocl.train import tiny_config, train_all
     from topocl.evaluate import probe_checkpoint
+    from topocl.features import FeatureOptions
     from topocl.statistics import compare_variants
     res = train_all(tiny_config(str(tmp_path / "run")))
     vis, fus = res[1].weights, res[3].weights
     recs = []
     for seed in (0, 1):
         for variant, ck in (("baseline", vis), ("topocl", fus)):
-            r = probe_checkpoint(ck, limit=40, probe_kw=dict(epochs=10), seed=seed, device="cpu")
+            r = probe_checkpoint(ck, probe=LinearProbeConfig(epochs=10, seed=seed), options=FeatureOptions(device="cpu"), limit=40)
             assert r["dataset"] == "synthetic" and r["n_test"] == 40 and r["kind"] == ("visual" if variant == "baseline" else "fused")
             recs.append(dict(dataset="synthetic", method="simclr", variant=variant, seed=seed, acc=r["test_acc"], auc=r["test_auc"]))
     cmp = compare_variants(recs)

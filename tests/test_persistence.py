@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from topocl.persistence import (BACKENDS, Diagram, DiagramSet, area_downsample, cache_path, collate_tokens,
+from topocl.persistence import (BACKENDS, Diagram, DiagramSet, EngineSettings, area_downsample, cache_path, collate_tokens,
                                 compute_diagrams, cubical_persistence, diagram_range, diagram_tokens,
                                 diagrams_cache_key, diagrams_of_filtrations, filtration_values,
                                 multiscale_persistence, relative_bottleneck,
@@ -211,15 +211,15 @@ def test_compute_diagrams_parallel_memmap_equals_serial(tmp_path):
     masks = rng.random(imgs.shape) < 0.9
     np.save(tmp_path / 'x.npy', imgs); np.save(tmp_path / 'm.npy', masks)
     xm, mm = np.load(tmp_path / 'x.npy', mmap_mode='r'), np.load(tmp_path / 'm.npy', mmap_mode='r')
-    par = compute_diagrams(xm, mm, n_jobs=2, chunk_size=16, progress=False)
-    ser = compute_diagrams(imgs, masks, n_jobs=1, backend='gudhi', progress=False)
+    par = compute_diagrams(xm, mm, engine=EngineSettings(n_jobs=2, chunk_size=16, progress=False))
+    ser = compute_diagrams(imgs, masks, backend='gudhi', engine=EngineSettings(n_jobs=1, progress=False))
     assert par == ser and len(par) == 150
     assert all(same(par[i], cubical_persistence(imgs[i], masks[i])) for i in range(0, 150, 17))
 
 
 def test_compute_diagrams_multiscale_parallel():
     imgs = upsample(real_images(n=12), 64)
-    ds = compute_diagrams(imgs, n_jobs=2, chunk_size=3, scales=(1.0, 0.5, 0.25), progress=False)
+    ds = compute_diagrams(imgs, scales=(1.0, 0.5, 0.25), engine=EngineSettings(n_jobs=2, chunk_size=3, progress=False))
     assert ds.scales == (1.0, 0.5, 0.25)
     for i in (0, 7, 11):
         per = multiscale_persistence(imgs[i], scales=(1.0, 0.5, 0.25))
@@ -239,9 +239,9 @@ def test_compute_diagrams_bad_input_names_image():
     imgs = real_images(n=40).astype(np.float64) / 255
     imgs[33, 0, 0] = np.inf
     with pytest.raises(ValueError, match=r'images\[33\].*NaN or inf'):
-        compute_diagrams(imgs, n_jobs=2, chunk_size=5, progress=False)
+        compute_diagrams(imgs, engine=EngineSettings(n_jobs=2, chunk_size=5, progress=False))
     with pytest.raises(ValueError, match='masks'):
-        compute_diagrams(imgs[:3], np.ones((3, 5, 5), bool), n_jobs=1, progress=False)
+        compute_diagrams(imgs[:3], np.ones((3, 5, 5), bool), engine=EngineSettings(n_jobs=1, progress=False))
     with pytest.raises(ValueError, match='backend'):
         compute_diagrams(imgs[:3], backend='ripser')
 
@@ -249,30 +249,31 @@ def test_compute_diagrams_bad_input_names_image():
 def test_cache_roundtrip_invalidation_and_corruption(tmp_path):
     imgs = real_images(n=50)
     key = {'dataset': 'breastmnist', 'split': 'train', 'size': 28, 'roi': 'full'}
-    a = compute_diagrams(imgs, cache_dir=tmp_path, cache_key=key, progress=False)
+    eng = EngineSettings(progress=False, cache_dir=tmp_path)
+    a = compute_diagrams(imgs, cache_key=key, engine=eng)
     files = sorted(tmp_path.iterdir()); assert len(files) == 1 and files[0].suffix == '.npz'
     mtime = files[0].stat().st_mtime_ns
-    b = compute_diagrams(imgs, cache_dir=tmp_path, cache_key=key, progress=False)
+    b = compute_diagrams(imgs, cache_key=key, engine=eng)
     assert a == b and files[0].stat().st_mtime_ns == mtime         # loaded, not rewritten
     # every ingredient of the key changes the file
-    compute_diagrams(imgs, cache_dir=tmp_path, cache_key={**key, 'split': 'val'}, progress=False)
-    compute_diagrams(imgs, cache_dir=tmp_path, cache_key=key, backend='gudhi', progress=False)
-    compute_diagrams(imgs, cache_dir=tmp_path, cache_key=key, scales=(1.0, 0.5), progress=False)
-    compute_diagrams(imgs[:49], cache_dir=tmp_path, cache_key=key, progress=False)
+    compute_diagrams(imgs, cache_key={**key, 'split': 'val'}, engine=eng)
+    compute_diagrams(imgs, backend='gudhi', cache_key=key, engine=eng)
+    compute_diagrams(imgs, scales=(1.0, 0.5), cache_key=key, engine=eng)
+    compute_diagrams(imgs[:49], cache_key=key, engine=eng)
     changed = imgs.copy(); changed[0, 0, 0] ^= 1
-    compute_diagrams(changed, cache_dir=tmp_path, cache_key=key, progress=False)   # image 0 is in the fingerprint
+    compute_diagrams(changed, cache_key=key, engine=eng)   # image 0 is in the fingerprint
     assert len(list(tmp_path.iterdir())) == 6
     # a file at the right name whose stored key differs is recomputed
     full = diagrams_cache_key(imgs, cache_key=key)
     p = cache_path(tmp_path, full)
     DiagramSet(a.h0[:0], np.zeros(1, np.int64), a.h1[:0], np.zeros(1, np.int64), key={'other': 1}).save(p)
     with pytest.warns(UserWarning, match='recomputing'):
-        c = compute_diagrams(imgs, cache_dir=tmp_path, cache_key=key, progress=False)
+        c = compute_diagrams(imgs, cache_key=key, engine=eng)
     assert c == a and DiagramSet.load(p).key == json.loads(json.dumps(full))
     # corrupt file: recomputed and rewritten
     p.write_bytes(b'\x00' * 100)
     with pytest.warns(UserWarning, match='recomputing'):
-        assert compute_diagrams(imgs, cache_dir=tmp_path, cache_key=key, progress=False) == a
+        assert compute_diagrams(imgs, cache_key=key, engine=eng) == a
     assert DiagramSet.load(p) == a
     assert not [f for f in tmp_path.iterdir() if f.name.startswith('.')]   # no temporary files left
 

@@ -5,8 +5,8 @@ import pytest
 import torch, torch.nn.functional as F
 from topocl.data import MEDMNIST_INFO, SPLITS, load_medmnist, load_dataset
 from topocl.roi import compute_rois
-from topocl.persistence import compute_diagrams, PersistenceConfig
-from topocl.augment import calibrate
+from topocl.persistence import compute_diagrams, EngineSettings, PersistenceConfig
+from topocl.augment import CalibrationSettings, calibrate
 from topocl.roi import get_extractor
 
 pytestmark = pytest.mark.usefixtures('isolated_env')
@@ -53,9 +53,9 @@ def test_rois_and_diagrams_at_64_px(medmnist_root, tmp_path):
     m = np.asarray(r.masks)
     assert m.shape == (n, 64, 64) and r.n_fallback == 0
     frac = m.mean((1, 2)); assert (frac > 0.01).all() and (frac < 0.95).all()
-    d64 = compute_diagrams(x64[:n], m, n_jobs=1, progress=False)
+    d64 = compute_diagrams(x64[:n], m, engine=EngineSettings(n_jobs=1, progress=False))
     m28 = np.asarray(compute_rois(x28[:n], 'otsu', progress=False).masks)
-    d28 = compute_diagrams(x28[:n], m28, n_jobs=1, progress=False)
+    d28 = compute_diagrams(x28[:n], m28, engine=EngineSettings(n_jobs=1, progress=False))
     count = lambda ds: np.mean([len(ds[i][0]) + len(ds[i][1]) for i in range(n)])
     assert count(d64) > count(d28) > 0
     for i in range(n):   # diagrams of [0, 1] images: births before deaths, inside [0, 1]
@@ -66,10 +66,10 @@ def test_rois_and_diagrams_at_64_px(medmnist_root, tmp_path):
 def test_calibration_default_distances_by_size(medmnist_root):
     "The default `exact='auto'`: exact at 64 px, GUDHI's approximation at 224 px (the same images upsampled), recorded in the file."
     x64, _ = load_medmnist('breastmnist', 'train', root=medmnist_root, size=64)
-    kw = dict(ops=('noise', 'flip'), combos=(('flip', 'noise'),), n_images=2, n_check=1)
-    cal = calibrate(x64, get_extractor('otsu'), **kw)
+    kw = CalibrationSettings(ops=('noise', 'flip'), combos=(('flip', 'noise'),), n_images=2, n_check=1)
+    cal = calibrate(x64, get_extractor('otsu'), kw)
     assert cal.meta['exact_bottleneck'] is True and cal.meta['image_shape'] == [64, 64]
     assert cal.entries['flip']['r']['median'] == [0.0]
     x224 = F.interpolate(torch.from_numpy(x64[:2]).float()[:, None], size=(224, 224), mode='bilinear')[:, 0]
-    cal = calibrate(x224.clamp(0, 255).round().to(torch.uint8).numpy(), get_extractor('otsu'), **kw)
+    cal = calibrate(x224.clamp(0, 255).round().to(torch.uint8).numpy(), get_extractor('otsu'), kw)
     assert cal.meta['exact_bottleneck'] is False and cal.meta['image_shape'] == [224, 224]

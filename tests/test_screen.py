@@ -6,10 +6,10 @@ import pytest
 
 from topocl import data
 from topocl.cli import main
-from topocl.screen import FEATURE_SETS, screen
+from topocl.screen import FEATURE_SETS, ScreenSettings, screen
 
 FILES = ['report.md', 'screen.json', 'screen.png', 'table.csv', 'table.json']
-FAST = dict(n_boot=200, n_perm=200)   # resamples enough for a test, a tenth of the defaults' time
+FAST = dict(n_boot=200, n_perm=200)   # resamples enough for a test, a tenth of the defaults' time (`ScreenSettings`)
 
 def _command() -> list:
     "The installed console command: on PATH, else beside this Python (a venv not activated), else its module."
@@ -42,7 +42,7 @@ def test_cli_writes_the_report(tmp_path, isolated_env):
     assert set(summary['seconds']) >= {'load', 'roi', 'diagrams', 'features', 'fit', 'test', 'figure', 'write'}
 
 def test_topology_beats_pixels_on_synthetic(isolated_env):
-    res = screen('synthetic', limit=300, figure=False, **FAST)
+    res = screen('synthetic', settings=ScreenSettings(limit=300, figure=False, **FAST))
     t = res.table.set_index('features')
     assert list(t.index) == list(FEATURE_SETS)
     assert t.loc['topology', 'auc'] > t.loc['pixels', 'auc'] + 0.15, t
@@ -84,7 +84,7 @@ def test_missing_real_data_is_one_line(tmp_path, capsys):
 def test_real_breastmnist(medmnist_root, tmp_path, size):
     f = medmnist_root/('breastmnist.npz' if size == 28 else f'breastmnist_{size}.npz')
     if not f.exists(): pytest.skip(f'{f} is absent (the official MedMNIST+ file; never downloaded by tests)')
-    res = screen('breastmnist', medmnist_root, size, limit=200, out_dir=tmp_path, **FAST)
+    res = screen('breastmnist', medmnist_root, size, tmp_path, ScreenSettings(limit=200, **FAST))
     assert res.info['images'] == {'train': 200, 'val': 78, 'test': 156}
     assert res.info['classes'] == ['malignant', 'normal, benign']
     t = res.table.set_index('features')

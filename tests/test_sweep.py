@@ -179,8 +179,9 @@ def test_a_time_limit_requeues_and_continues(tmp_path, cache_env):
 def test_ablation_without_pretraining_trains_stage_3_only(tmp_path, cache_env):
     "Table 5's 'w/o pretraining' row: stage 3 from random encoders; stages 1 and 2 are neither trained nor counted."
     from topocl import pipeline as P, train as T
+    from topocl.probe import LinearProbeConfig
     cfg = T.apply_overrides(T.tiny_config(tmp_path), {'visual_ckpt': 'scratch', 'topology_ckpt': 'scratch', 'tensorboard': False})
-    recs = P.run_seed(cfg, 0, tmp_path, variants=['topocl'], probe_kw=dict(epochs=2), cache_dir=tmp_path/'cache',
+    recs = P.run_seed(cfg, 0, tmp_path, variants=['topocl'], probe=LinearProbeConfig(epochs=2), cache_dir=tmp_path/'cache',
                       splits=P.load_splits('synthetic', None, 28, 40))
     assert [r['train_epochs'] for r in recs] == ['2']
     assert not (tmp_path/'seed0'/'stage1').exists() and not (tmp_path/'seed0'/'stage2').exists()

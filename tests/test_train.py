@@ -128,7 +128,7 @@ def test_monitor_adds_gate_means_in_stage_3_and_is_off_without_labels(tmp_path, 
     C.load_dataset = lambda *a, **k: (orig(*a, **k)[0], None)     # a data set without labels
     try:
         logs = []
-        mon.on_fit_start(SimpleNamespace(info=SimpleNamespace(is_main=True), cfg=cfg, log=logs.append))
+        mon.on_fit_start(SimpleNamespace(is_main=True, cfg=cfg, log=logs.append))   # the `TrainState` fields it reads
     finally: C.load_dataset = orig
     assert mon.data is None and logs == ['kNN monitor off: synthetic has no labels (or several per image)']
 
@@ -360,10 +360,11 @@ def test_weights_alone_are_enough_to_probe(tmp_path):
     "A stage's weights file records data set, size, ROI and persistence: copied away from its run, it still probes."
     import shutil
     from topocl.evaluate import probe_checkpoint
+    from topocl.features import FeatureOptions
     res = T.train_stage(1, T.apply_overrides(T.tiny_config(tmp_path / 'run', epochs=1), {'data.options.n_classes': 2}))
     alone = tmp_path / 'elsewhere' / 'visual.pt'; alone.parent.mkdir()
     shutil.copy(res.weights, alone)
-    r = probe_checkpoint(alone, limit=16, probe_kw=dict(epochs=2), device='cpu')
+    r = probe_checkpoint(alone, probe=dict(epochs=2), options=FeatureOptions(device='cpu'), limit=16)
     assert (r['dataset'], r['image_size'], r['n_classes'], r['roi']) == ('synthetic', 28, 2, 'otsu')
 
 def test_channels_last_gives_the_same_loss_and_gradients():

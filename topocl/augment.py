@@ -5,7 +5,7 @@
 # %% ../nbs/03_augment.ipynb #0002
 from __future__ import annotations
 import os, json, time, zlib, datetime, platform
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np
@@ -22,8 +22,9 @@ from .persistence import Diagram, PersistenceConfig, relative_bottleneck, roi_ra
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'VISUAL_PRESETS', 'TOPO_OPS', 'DEFAULT_BANDS', 'DEFAULT_OPS', 'DEFAULT_COMBOS',
            'DEFAULT_T_GRID', 'CALIBRATION_FORMAT', 'CALIBRATION_VERSION', 'AUTO_EXACT_PIXELS', 'channel_stats',
            'VisualAugment', 'visual_augment', 'op_flip', 'op_rot90', 'op_rotate', 'op_noise', 'op_blur', 'op_contrast',
-           'op_brightness', 'op_dilation', 'op_erosion', 'TopoOp', 'apply_ops', 'view_r', 'entry_key', 'Calibration',
-           'resolve_exact', 'calibrate', 'plot_calibration', 'TopoAugment', 'validate', 'band_summary', 'parse_band',
+           'op_brightness', 'op_dilation', 'op_erosion', 'TopoOp', 'apply_ops', 'view_r', 'entry_key', 'RangeCheck',
+           'LevelResult', 'Calibration', 'resolve_exact', 'CalibrationSettings', 'calibrate', 'plot_calibration',
+           'TopoAugment', 'validate', 'band_summary', 'CalibrationData', 'ValidationSettings', 'parse_band',
            'default_calibration_path', 'run_calibration']
 
 # %% ../nbs/03_augment.ipynb #0006
@@ -315,6 +316,45 @@ def _spearman(x, r:np.ndarray):
     return {'rho': float(rho), 'p': float(p)}
 
 # %% ../nbs/03_augment.ipynb #0022
+@dataclass(frozen=True)
+class RangeCheck:
+    "The check of a chosen range: r of views whose intensities were drawn independently from it, as training draws them."
+    n_views:int     # views measured: calibration images x `n_check`
+    median:float    # median r of the views
+    q25:float       # lower quartile of r
+    q75:float       # upper quartile of r
+    inside:float    # fraction of the views inside the band
+
+@dataclass(frozen=True)
+class LevelResult:
+    "One band of one operation or combination in a calibration: whether training uses it, and with which ranges."
+    entry:str                # the operation or combination, e.g. 'flip+noise'
+    level:str                # the band, e.g. 'weak'
+    ops:tuple                # its operations, in the order they are applied
+    reachable:bool           # the (isotonic) median r reaches the band within the grid
+    admissible:bool          # reachable, and the range passed its check: `TopoAugment` draws from it
+    ranges:dict|None         # op -> (lo, hi) intensity range of the band; None if unreachable
+    x_range:tuple|None       # the same range along the sweep's x (the intensity, or t for combinations)
+    truncated:bool           # the range stops at the grid's end
+    max_median_r:float       # the largest median r along the sweep
+    check:RangeCheck|None    # the check of the range; None if it was not checked
+    reason:str|None          # why the band is unreachable
+
+    @classmethod
+    def from_dict(cls, entry:str, level:str, ops, d:dict) -> LevelResult:
+        "The record of `entries[entry]['levels'][level]` of a calibration file."
+        ck, xr, rs = d.get('check'), d.get('x_range'), d.get('ranges')
+        return cls(entry, level, tuple(ops), bool(d['reachable']), bool(d.get('admissible', False)),
+                   None if rs is None else {op: tuple(r) for op, r in rs.items()}, None if xr is None else tuple(xr),
+                   bool(d.get('truncated', False)), float(d.get('max_median_r', 0.0)),
+                   None if ck is None else RangeCheck(**ck), d.get('reason'))
+
+    def __repr__(self):
+        state = 'admissible' if self.admissible else 'reachable, not admissible' if self.reachable else 'unreachable'
+        rs = ', '.join(f"{op} [{lo:.4g}, {hi:.4g}]" for op, (lo, hi) in (self.ranges or {}).items())
+        ck = '' if self.check is None else f"; check: median r {self.check.median:.3f}, {self.check.inside:.0%} inside"
+        return f"LevelResult({self.entry!r}, {self.level!r}: {state}{'; ' + rs if rs else ''}{ck})"
+
 class Calibration:
     "Result of `calibrate`: r statistics per operation / combination, chosen ranges and provenance."
     def __init__(self, data:dict): self.data = data
@@ -332,28 +372,40 @@ class Calibration:
         # the first files: no scales, and r normalised by the diagram's range until the normaliser option existed
         return PersistenceConfig(filtration=m['filtration'], backend=m['backend'], normaliser=m.get('normaliser', 'diagram')).check('calibration meta')
 
+    def level(self, entry:str, # an operation or combination, e.g. 'flip+noise' (`entry_key`)
+              level:str, # a band name, e.g. 'weak' or 'strong'
+             ) -> LevelResult:
+        "What calibration found for one band of one operation or combination."
+        if level not in self.meta['bands']: raise ValueError(f"level: expected one of {tuple(self.meta['bands'])}, got {level!r}")
+        if entry not in self.entries: raise ValueError(f"entry: expected one of {tuple(self.entries)}, got {entry!r}")
+        e = self.entries[entry]
+        return LevelResult.from_dict(entry, level, e['ops'], e['levels'][level])
+
+    def levels(self, level:str|None=None, # one band only (default: every band)
+              ) -> list[LevelResult]:
+        "Every (entry, band) result in the file's order."
+        if level is not None and level not in self.meta['bands']:
+            raise ValueError(f"level: expected one of {tuple(self.meta['bands'])}, got {level!r}")
+        return [LevelResult.from_dict(key, lv, e['ops'], d) for key, e in self.entries.items()
+                for lv, d in e['levels'].items() if level in (None, lv)]
+
     def admissible(self, level:str, # a band name, e.g. 'weak' or 'strong'
                    singles:bool=False, # also single operations (default: combinations of 2-3 ops only)
                   ) -> list[tuple[tuple, dict]]: # [(ops, {op: (lo, hi)})]
         "Combinations whose calibrated range reaches the band `level`, with per-op intensity ranges."
-        if level not in self.meta['bands']: raise ValueError(f"level: expected one of {tuple(self.meta['bands'])}, got {level!r}")
-        out = []
-        for key, e in self.entries.items():
-            if len(e['ops']) < 2 and not singles: continue
-            lv = e['levels'][level]
-            if lv.get('admissible') and e['params']: out.append((tuple(e['ops']), {op: tuple(r) for op, r in lv['ranges'].items()}))
-        return out
+        return [(lv.ops, lv.ranges) for lv in self.levels(level)
+                if (len(lv.ops) >= 2 or singles) and lv.admissible and self.entries[lv.entry]['params']]
 
     def summary(self) -> pd.DataFrame:
         "One row per (entry, level): reachable, truncated, max median r and the chosen ranges."
         rows = []
-        for key, e in self.entries.items():
-            for level, lv in e['levels'].items():
-                rng_ = '; '.join(f"{op} [{lo:.4g}, {hi:.4g}]" for op, (lo, hi) in (lv.get('ranges') or {}).items())
-                ck = lv.get('check') or {}
-                rows.append(dict(entry=key, level=level, reachable=lv['reachable'], truncated=lv['truncated'],
-                                 admissible=lv.get('admissible', False), max_median_r=round(lv['max_median_r'], 4),
-                                 check_median=ck.get('median'), check_inside=ck.get('inside'), spearman=e['spearman']['rho'], ranges=rng_))
+        for lv in self.levels():
+            rng_ = '; '.join(f"{op} [{lo:.4g}, {hi:.4g}]" for op, (lo, hi) in (lv.ranges or {}).items())
+            ck = lv.check
+            rows.append(dict(entry=lv.entry, level=lv.level, reachable=lv.reachable, truncated=lv.truncated,
+                             admissible=lv.admissible, max_median_r=round(lv.max_median_r, 4),
+                             check_median=None if ck is None else ck.median, check_inside=None if ck is None else ck.inside,
+                             spearman=self.entries[lv.entry]['spearman']['rho'], ranges=rng_))
         return pd.DataFrame(rows)
 
     def frame(self, samples:bool=False, # one row per (image, grid point) instead of per grid point
@@ -431,6 +483,39 @@ def resolve_exact(exact:bool|str, # True, False or 'auto'
     if not isinstance(exact, bool): raise ValueError(f"exact: expected True, False or 'auto', got {exact!r}")
     return exact
 
+# %% ../nbs/03_augment.ipynb #d793d54f
+def _short_repr(obj) -> str:
+    "`Name(field=value, ...)` of a dataclass, naming only the fields that differ from their defaults."
+    def same(v, d):
+        try: return bool(v == d)
+        except (ValueError, TypeError): return False   # e.g. an array against a tuple
+    kw = [f"{f.name}={getattr(obj, f.name)!r}" for f in fields(obj) if not same(getattr(obj, f.name), f.default)]
+    return f"{type(obj).__name__}({', '.join(kw)})"
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    "What `calibrate` measures: the image sample, the sweeps, the bands of r and the check of each chosen range."
+    ops:Sequence[str] = DEFAULT_OPS                   # single operations to sweep
+    grid:dict|None = None                             # op -> intensity grid overriding the default (scaled) one
+    combos:Sequence[Sequence[str]] = DEFAULT_COMBOS   # combinations of 2-3 operations
+    t_grid:Sequence[float] = DEFAULT_T_GRID           # path parameter of the combination sweeps (t * unit)
+    n_images:int = 128                                # images sampled from the pool
+    seed:int = 0                                      # sampling and view randomness
+    bands:dict|None = None                            # level -> (lo, hi) band of r; None: DEFAULT_BANDS
+    exact:bool|str = 'auto'                           # exact bottleneck distances, GUDHI's approximation (False: error <= 0.01 in r) or 'auto' (`resolve_exact`)
+    n_check:int = 2                                   # views per image drawn from each chosen range to check it
+    min_inside:float = 0.25                           # a checked range also needs this fraction of its views inside the band
+    keep_samples:bool = True                          # store every image's r (for plots) in the file
+
+    def checked_bands(self) -> dict:
+        "The bands as {level: (lo, hi)} of floats (`DEFAULT_BANDS` if None); a ValueError names a band without 0 <= lo < hi."
+        bands = {k: tuple(map(float, v)) for k, v in (self.bands or DEFAULT_BANDS).items()}
+        for lv, (lo, hi) in bands.items():
+            if not 0 <= lo < hi: raise ValueError(f"bands[{lv!r}]: expected (lo, hi) with 0 <= lo < hi, got {(lo, hi)}")
+        return bands
+
+    def __repr__(self): return _short_repr(self)
+
 # %% ../nbs/03_augment.ipynb #0023
 def _roi_masks(masks, imgs:np.ndarray, idx:Sequence[int]) -> list[np.ndarray]:
     "ROI masks of the images `idx`: from an (N,H,W) array, an ROI extractor / callable (run on those images only), or None."
@@ -462,39 +547,30 @@ def _versions() -> dict:
 
 def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibration pool
               masks=None, # bool (N,H,W) ROIs, an ROI extractor / callable image -> mask (run on sampled images only), or None (whole image)
-              ops:Sequence[str]=DEFAULT_OPS, # single operations to sweep
-              grid:dict|None=None, # op -> intensity grid overriding the default (scaled) one
-              combos:Sequence[Sequence[str]]=DEFAULT_COMBOS, # combinations of 2-3 operations
-              t_grid:Sequence[float]=DEFAULT_T_GRID, # path parameter of the combination sweeps (t * unit)
-              n_images:int=128, # images sampled from the pool
-              seed:int=0, # sampling and view randomness
-              bands:dict|None=None, # level -> (lo, hi) band of r; default DEFAULT_BANDS
+              settings:CalibrationSettings|None=None, # what to measure: sample, sweeps, bands, range checks (default: `CalibrationSettings()`)
               persistence:PersistenceConfig|None=None, # filtration, backend, scales and normaliser of r (default: the paper's)
-              exact:bool|str='auto', # exact bottleneck distances, GUDHI's approximation (False: error <= 0.01 in r) or 'auto' (`resolve_exact`)
               n_jobs:int=1, # worker processes (-1: all cores)
-              n_check:int=2, # views per image drawn from each chosen range to check it
-              min_inside:float=0.25, # a checked range also needs this fraction of its views inside the band
-              keep_samples:bool=True, # store every image's r (for plots) in the file
               meta:dict|None=None, # provenance to record: dataset, split, roi, ...
              ) -> Calibration:
     "Sweep operations and combinations, measure r on the ROI, and choose intensity ranges per band."
     t0 = time.perf_counter()
+    s = CalibrationSettings() if settings is None else settings
+    if not isinstance(s, CalibrationSettings): raise TypeError(f"settings: expected a CalibrationSettings, got {type(s).__name__}")
+    ops, combos, seed, keep_samples = s.ops, s.combos, s.seed, s.keep_samples
     persistence = (persistence or PersistenceConfig()).check()
-    bands = {k: tuple(map(float, v)) for k, v in (bands or DEFAULT_BANDS).items()}
-    for lv, (lo, hi) in bands.items():
-        if not 0 <= lo < hi: raise ValueError(f"bands[{lv!r}]: expected (lo, hi) with 0 <= lo < hi, got {(lo, hi)}")
+    bands = s.checked_bands()
     imgs = np.asarray(images)
     if imgs.ndim not in (3, 4) or len(imgs) == 0: raise ValueError(f"images: expected (N,H,W) or (N,H,W,3), got shape {imgs.shape}")
-    exact = resolve_exact(exact, imgs.shape[1:])
+    exact = resolve_exact(s.exact, imgs.shape[1:])
     for op in ops: _check_op(op)
     for c in combos:
         for op in c: _check_op(op)
         if not 2 <= len(c) <= 3: raise ValueError(f"combos: {entry_key(c)!r} has {len(c)} operations; use 2 or 3")
     rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(imgs), size=min(n_images, len(imgs)), replace=False)).tolist()
+    idx = np.sort(rng.choice(len(imgs), size=min(s.n_images, len(imgs)), replace=False)).tolist()
     xs = [as_float_image(imgs[i], f'images[{i}]') for i in idx]
     ms = _roi_masks(masks, imgs, idx)
-    grid = dict(grid or {})
+    grid = dict(s.grid or {})
     n_jobs = os.cpu_count() if n_jobs == -1 else max(1, int(n_jobs))
     pool = None
     if n_jobs > 1:
@@ -522,7 +598,7 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
                 iso = IsotonicRegression(increasing=True).fit_transform(e['x'], e['r']['median'])
                 units[op] = _crossing(np.asarray(e['x']), iso, top, True) if iso.max() >= top else float(e['x'][-1])
         # phase 2: combinations along t * unit
-        tg = sorted(float(t) for t in t_grid)
+        tg = sorted(float(t) for t in s.t_grid)
         combo_entries = {}
         for c in combos:
             params = [op for op in c if not TOPO_OPS[op].homeomorphism]
@@ -530,7 +606,7 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
                                                intensity={op: [t * units[op] for t in tg] for op in params})
         _sweep(combo_entries, xs, ms, idx, seed, persistence, exact, n_jobs, pool, bands, keep_samples)
         entries.update(combo_entries)
-        _check_ranges(entries, xs, ms, idx, seed, persistence, exact, n_jobs, pool, bands, n_check, min_inside)
+        _check_ranges(entries, xs, ms, idx, seed, persistence, exact, n_jobs, pool, bands, s.n_check, s.min_inside)
     finally:
         if pool is not None: pool.shutdown()
     roi = 'full image' if masks is None else repr(masks) if hasattr(masks, 'extract_batch') else 'given masks'
@@ -597,7 +673,7 @@ def plot_calibration(cal:Calibration, # a calibration with or without samples
         ax.fill_between(sub.x, sub.q25, sub.q75, alpha=0.25)
         for level, (lo, hi) in cal.bands.items():
             ax.axhspan(lo, hi, color=colors[level], alpha=0.12)
-            xr = e['levels'][level]['x_range']
+            xr = cal.level(key, level).x_range
             if xr: ax.plot(xr, [lo, hi], '|', color=colors[level], ms=12, mew=2)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel('t (x unit of each op)' if e['x_name'] == 't' else _SHORT_UNITS.get(key, key), fontsize=8)
@@ -687,16 +763,39 @@ def band_summary(views:pd.DataFrame, # output of `validate`
                          median_in_band=bool(lo <= np.median(r) <= hi)))
     return pd.DataFrame(rows)
 
-# %% ../nbs/03_augment.ipynb #0045
-def _load_split(dataset, split, root, size, rgb, data_seed, synthetic_n=None):
-    "(images, truth masks or None) of one split."
-    from topocl.data import load_synthetic, load_medmnist
-    if dataset == 'synthetic':
-        s = load_synthetic(split, size=size, rgb=rgb, seed=data_seed, n=synthetic_n)
-        return np.asarray(s.images), np.asarray(s.masks)
-    images, _ = load_medmnist(dataset, split, root=root, size=size)
-    return np.asarray(images), None
+# %% ../nbs/03_augment.ipynb #639a346c
+@dataclass(frozen=True)
+class CalibrationData:
+    "The images `run_calibration` calibrates on: a split of a data set at one size, and the synthetic set's options."
+    dataset:str                   # 'synthetic' or a MedMNIST flag, e.g. 'breastmnist'
+    split:str = 'train'           # split to calibrate on
+    root:str|Path|None = None     # MedMNIST data root; default $TOPOCL_DATA
+    size:int = 28                 # image side (MedMNIST: 28, 64, 128 or 224)
+    rgb:bool = False              # synthetic only: RGB images
+    data_seed:int = 0             # synthetic only: the data set's seed
+    synthetic_n:int|None = None   # synthetic only: images per split (default: topocl.data.SYNTHETIC_SIZES)
 
+    def load(self, split:str|None=None, # a split of the same data (default: `self.split`)
+            ) -> tuple[np.ndarray, np.ndarray|None]: # (images, ground-truth masks or None)
+        "The images of one split, and their true ROI masks where the data set has them (only the synthetic set)."
+        from topocl.data import load_synthetic, load_medmnist
+        split = self.split if split is None else split
+        if self.dataset == 'synthetic':
+            s = load_synthetic(split, size=self.size, rgb=self.rgb, seed=self.data_seed, n=self.synthetic_n)
+            return np.asarray(s.images), np.asarray(s.masks)
+        images, _ = load_medmnist(self.dataset, split, root=self.root, size=self.size)
+        return np.asarray(images), None
+
+    def __repr__(self): return _short_repr(self)
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    "The held-out check `run_calibration` stores in the file: r of `TopoAugment` views of images from another split."
+    split:str|None = 'val'   # held-out split to validate on (None: no validation)
+    n_images:int = 64        # held-out images
+    n_views:int = 4          # views per held-out image and level
+
+# %% ../nbs/03_augment.ipynb #0045
 def _extractor(roi, roi_kwargs, truth):
     if roi == 'truth':
         if truth is None: raise ValueError("roi='truth' needs ground-truth masks, which only the synthetic set has")
@@ -719,42 +818,37 @@ def default_calibration_path(dataset:str, split:str='train', roi:str='otsu', siz
     from topocl.data import default_cache_dir
     return default_cache_dir() / 'calibration' / f"{dataset}{'_rgb' if rgb else ''}_{size}px_{split}_{roi}.json"
 
-def run_calibration(dataset:str, # 'synthetic' or a MedMNIST flag, e.g. 'breastmnist'
+def run_calibration(data:CalibrationData|str, # the images; a data set's name alone is `CalibrationData(name)` (train split, 28 px)
                     out=None, # JSON file to write; default `default_calibration_path(...)`
-                    split:str='train', # split to calibrate on
                     roi:str='otsu', # 'otsu', 'full', 'sam' (topocl.roi) or 'truth' (synthetic ground truth)
-                    root=None, # MedMNIST data root; default $TOPOCL_DATA
-                    size:int=28, # image side (MedMNIST: 28, 64, 128 or 224)
-                    rgb:bool=False, # synthetic only: RGB images
-                    data_seed:int=0, # synthetic only: the data set's seed
-                    synthetic_n:int|None=None, # synthetic only: images per split (default: topocl.data.SYNTHETIC_SIZES)
-                    n_images:int=128, # calibration sample
-                    seed:int=0, # sampling and view randomness
-                    n_jobs:int=1, # worker processes
-                    validate_split:str|None='val', # held-out split to validate on (None: skip)
-                    n_validate:int=64, # held-out images
-                    n_views:int=4, # views per held-out image and level
                     roi_kwargs:dict|None=None, # options of the ROI extractor (e.g. checkpoint= for SAM)
-                    **kwargs, # passed to `calibrate` (ops, grid, combos, t_grid, bands, persistence, exact, ...)
+                    settings:CalibrationSettings|None=None, # what `calibrate` measures: sample, seed, sweeps, bands, ... (default: `CalibrationSettings()`)
+                    persistence:PersistenceConfig|None=None, # filtration, backend, scales and normaliser of r (default: the paper's)
+                    validation:ValidationSettings|None=None, # the held-out check (default: `ValidationSettings()`; split=None skips it)
+                    n_jobs:int=1, # worker processes
                    ) -> Calibration:
     "Calibrate a dataset split, validate on a held-out split, and write the JSON file."
-    images, truth = _load_split(dataset, split, root, size, rgb, data_seed, synthetic_n)
-    ext, settings = _extractor(roi, roi_kwargs, truth)
-    meta = {'dataset': dataset, 'split': split, 'size': size, 'rgb': bool(images.ndim == 4), 'roi': roi, 'roi_settings': settings,
-            'pool_size': int(len(images)), **({'data_seed': data_seed, 'synthetic_n': synthetic_n} if dataset == 'synthetic' else {})}
-    cal = calibrate(images, ext, n_images=n_images, seed=seed, n_jobs=n_jobs, meta=meta, **kwargs)
-    if validate_split:
-        if validate_split == split: raise ValueError(f"validate_split must differ from split ({split!r}): validation needs held-out images")
-        v_images, v_truth = _load_split(dataset, validate_split, root, size, rgb, data_seed, synthetic_n)
+    data = CalibrationData(data) if isinstance(data, str) else data
+    s, v = settings or CalibrationSettings(), validation or ValidationSettings()
+    if v.split and v.split == data.split:
+        raise ValueError(f"validation.split must differ from the calibration split ({data.split!r}): validation needs held-out images")
+    images, truth = data.load()
+    ext, roi_settings = _extractor(roi, roi_kwargs, truth)
+    meta = {'dataset': data.dataset, 'split': data.split, 'size': data.size, 'rgb': bool(images.ndim == 4), 'roi': roi,
+            'roi_settings': roi_settings, 'pool_size': int(len(images)),
+            **({'data_seed': data.data_seed, 'synthetic_n': data.synthetic_n} if data.dataset == 'synthetic' else {})}
+    cal = calibrate(images, ext, s, persistence, n_jobs=n_jobs, meta=meta)
+    if v.split:
+        v_images, v_truth = data.load(v.split)
         v_ext = _extractor(roi, roi_kwargs, v_truth)[0]
-        vidx = np.sort(np.random.default_rng([seed, 1]).choice(len(v_images), min(n_validate, len(v_images)), replace=False))
+        vidx = np.sort(np.random.default_rng([s.seed, 1]).choice(len(v_images), min(v.n_images, len(v_images)), replace=False))
         v_masks = v_ext[vidx] if isinstance(v_ext, np.ndarray) else v_ext
         t0 = time.perf_counter()
-        views = validate(cal, v_images[vidx], v_masks, n_views=n_views, seed=seed)
+        views = validate(cal, v_images[vidx], v_masks, n_views=v.n_views, seed=s.seed)
         summary = band_summary(views, cal.bands)
-        cal.data['validation'] = {'split': validate_split, 'indices': vidx.tolist(), 'n_views_per_image': n_views, 'seed': seed,
+        cal.data['validation'] = {'split': v.split, 'indices': vidx.tolist(), 'n_views_per_image': v.n_views, 'seed': s.seed,
                                   'summary': summary.to_dict('records'),
                                   'per_combo_median': views.groupby(['level', 'combo']).r.median().unstack(0).to_dict(),
                                   'elapsed_s': round(time.perf_counter() - t0, 2)}
-    cal.save(out or default_calibration_path(dataset, split, roi, size, rgb))
+    cal.save(out or default_calibration_path(data.dataset, data.split, roi, data.size, data.rgb))
     return cal

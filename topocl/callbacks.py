@@ -5,17 +5,20 @@
 # %% ../nbs/31_callbacks.ipynb #fe22fc8b
 from __future__ import annotations
 import math, random, sys, time
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 import numpy as np, torch
+from .config import Config
+from .folders import StageFolder
 from tqdm.auto import tqdm
 from .data import default_cache_dir, load_dataset, split_cache_key
-from .features import extract_features, knn_accuracy, effective_rank
+from .features import FeatureOptions, extract_features, knn_accuracy, effective_rank
 from .persistence import TokenMaker
 from .roi import get_extractor
 
 # %% auto #0
-__all__ = ['StepInfo', 'Callback', 'NonFiniteLossError', 'NonFiniteGuard', 'ProgressBar', 'Checkpointer', 'ConsoleLog',
-           'KNNMonitor', 'TensorBoardLog']
+__all__ = ['StepInfo', 'TrainState', 'Callback', 'NonFiniteLossError', 'NonFiniteGuard', 'ProgressBar', 'Checkpointer',
+           'ConsoleLog', 'KNNMonitor', 'TensorBoardLog']
 
 # %% ../nbs/31_callbacks.ipynb #181d5136
 class StepInfo(NamedTuple):
@@ -27,15 +30,30 @@ class StepInfo(NamedTuple):
     lr: float  # learning rate of the step
     grad_norm: float  # global gradient norm before clipping
 
+@dataclass(frozen=True)
+class TrainState:
+    "What a callback reads of the stage being trained, and may do with it: all it should rely on."
+    stage:int                 # 1, 2 or 3
+    cfg:Config                # the stage's config (`model.kind` is the part it trains; `train.epochs` its epochs)
+    folder:StageFolder        # where it writes: checkpoint, metrics, tensorboard
+    epochs:int                # epochs of the stage
+    steps:int                 # optimizer steps per epoch
+    is_main:bool              # rank 0: the process that prints and writes
+    device:torch.device
+    method:torch.nn.Module    # the SSL method being trained; its `probe_encoder` is what probes read
+    loss_scaling:bool         # float16's GradScaler is on (an infinite gradient is then a skipped step, not an error)
+    log:Callable              # log(msg): one line on rank 0, prefixed by the stage
+    save_checkpoint:Callable  # save_checkpoint(epochs_done): the resumable state (every process must call it)
+
 class Callback:
     "Base of the trainer's callbacks: every hook does nothing; override the ones you need."
     order = 50  # lower runs first
-    def on_fit_start(self, trainer): pass
-    def on_epoch_start(self, trainer, epoch:int): pass
-    def on_before_update(self, trainer, step:StepInfo): pass
-    def on_step_end(self, trainer, step:StepInfo): pass
-    def on_epoch_end(self, trainer, epoch:int, row:dict): pass
-    def on_fit_end(self, trainer, result): pass
+    def on_fit_start(self, state:TrainState): pass
+    def on_epoch_start(self, state:TrainState, epoch:int): pass
+    def on_before_update(self, state:TrainState, step:StepInfo): pass
+    def on_step_end(self, state:TrainState, step:StepInfo): pass
+    def on_epoch_end(self, state:TrainState, epoch:int, row:dict): pass
+    def on_fit_end(self, state:TrainState, result): pass
     def __repr__(self): return f"{type(self).__name__}()"
 
 # %% ../nbs/31_callbacks.ipynb #ba0fbfee
@@ -45,14 +63,14 @@ class NonFiniteLossError(RuntimeError):
 class NonFiniteGuard(Callback):
     "Stops training at a non-finite loss or gradient norm, before the bad step is applied."
     order = 0
-    def on_before_update(self, trainer, s:StepInfo):
-        if not math.isfinite(s.loss): self._stop(trainer, 'loss', s.loss, s)
+    def on_before_update(self, state, s:StepInfo):
+        if not math.isfinite(s.loss): self._stop(state, 'loss', s.loss, s)
         # under float16's GradScaler an infinite gradient is routine: the scaler skips that step and scales down
-        if not trainer.scaler.is_enabled() and not math.isfinite(s.grad_norm): self._stop(trainer, 'gradient norm', s.grad_norm, s)
-    def _stop(self, trainer, what, value, s):
-        good = (f"the last good checkpoint is {trainer.ckpt_path} (epoch {s.epoch})" if s.epoch > 0
+        if not state.loss_scaling and not math.isfinite(s.grad_norm): self._stop(state, 'gradient norm', s.grad_norm, s)
+    def _stop(self, state, what, value, s):
+        good = (f"the last good checkpoint is {state.folder.checkpoint} (epoch {s.epoch})" if s.epoch > 0
                 else "no checkpoint was written")
-        raise NonFiniteLossError(f"stage {trainer.stage}: {what} is {value} at epoch {s.epoch+1}, step {s.index+1}/{s.steps} "
+        raise NonFiniteLossError(f"stage {state.stage}: {what} is {value} at epoch {s.epoch+1}, step {s.index+1}/{s.steps} "
                                  f"(global step {s.epoch*s.steps+s.index+1}); training stopped and {good}. "
                                  f"Try a lower train.lr, a smaller train.clip_norm or a different seed.")
 
@@ -60,24 +78,24 @@ class NonFiniteGuard(Callback):
 class ProgressBar(Callback):
     "A tqdm bar per epoch on rank 0, with the step's loss and learning rate."
     order = 1
-    def on_epoch_start(self, trainer, epoch):
-        self.bar = tqdm(total=trainer.steps, desc=f"stage {trainer.stage} epoch {epoch+1}/{trainer.epochs}", leave=False,
+    def on_epoch_start(self, state, epoch):
+        self.bar = tqdm(total=state.steps, desc=f"stage {state.stage} epoch {epoch+1}/{state.epochs}", leave=False,
                         # None: no bar when stdout is not a terminal (`topocl demo > log.txt`); ConsoleLog still prints each epoch
-                        disable=None if trainer.info.is_main and trainer.cfg.progress else True, file=sys.stdout)
-    def on_step_end(self, trainer, s): self.bar.update(); self.bar.set_postfix(loss=f"{s.loss:.4f}", lr=f"{s.lr:.2e}")
-    def on_epoch_end(self, trainer, epoch, row): self.bar.close()
+                        disable=None if state.is_main and state.cfg.progress else True, file=sys.stdout)
+    def on_step_end(self, state, s): self.bar.update(); self.bar.set_postfix(loss=f"{s.loss:.4f}", lr=f"{s.lr:.2e}")
+    def on_epoch_end(self, state, epoch, row): self.bar.close()
 
 class Checkpointer(Callback):
     "After every epoch: the resumable checkpoint and metrics.csv (`Trainer.save_checkpoint`)."
     order = 20
-    def on_epoch_end(self, trainer, epoch, row): trainer.save_checkpoint(epoch + 1)
+    def on_epoch_end(self, state, epoch, row): state.save_checkpoint(epoch + 1)
 
 class ConsoleLog(Callback):
     "One line per epoch on rank 0: loss, learning rate, throughput, data wait and, when measured, kNN accuracy."
     order = 40
-    def on_epoch_end(self, trainer, epoch, row):
+    def on_epoch_end(self, state, epoch, row):
         knn = f", kNN accuracy {row['knn_acc']:.3f}" if row.get('knn_acc') is not None else ''
-        trainer.log(f"epoch {epoch+1}/{trainer.epochs}: loss {row['loss']:.4f}, lr {row['lr']:.2e}, {row['img_per_s']:.0f} img/s, "
+        state.log(f"epoch {epoch+1}/{state.epochs}: loss {row['loss']:.4f}, lr {row['lr']:.2e}, {row['img_per_s']:.0f} img/s, "
                     f"{100*row['data_wait']:.0f}% of the time waiting for data{knn}")
 
 # %% ../nbs/31_callbacks.ipynb #1088d130
@@ -95,20 +113,20 @@ class KNNMonitor(Callback):
             raise ValueError(f"KNNMonitor: every, k, max_train and max_val must be >= 1, got {every}, {k}, {max_train}, {max_val}")
         self.every, self.k, self.max_train, self.max_val, self.data = every, k, max_train, max_val, None
 
-    def _split(self, trainer, split, n):
-        d = trainer.cfg.data
+    def _split(self, state, split, n):
+        d = state.cfg.data
         x, y = load_dataset(d.name, split, root=d.root, size=d.size, **d.options)
         if split == d.split and d.max_samples is not None: x, y = x[:d.max_samples], (None if y is None else y[:d.max_samples])
         y = None if y is None else np.asarray(y[:n]).reshape(len(x[:n]), -1)
         return x[:n], None if y is None or y.shape[1] != 1 else y[:, 0]   # one class per image, or no monitor
 
-    def on_fit_start(self, trainer):
+    def on_fit_start(self, state):
         self.data = None
-        if not trainer.info.is_main: return
-        cfg, kind = trainer.cfg, trainer.cfg.model.kind
-        bank, query = self._split(trainer, cfg.data.split, self.max_train), self._split(trainer, _other_split(cfg.data.split), self.max_val)
+        if not state.is_main: return
+        cfg, kind = state.cfg, state.cfg.model.kind
+        bank, query = self._split(state, cfg.data.split, self.max_train), self._split(state, _other_split(cfg.data.split), self.max_val)
         if bank[1] is None or query[1] is None:
-            trainer.log(f"kNN monitor off: {cfg.data.name} has no labels (or several per image)"); return
+            state.log(f"kNN monitor off: {cfg.data.name} has no labels (or several per image)"); return
         tokens = [None, None]
         if kind != 'visual':
             maker = TokenMaker(cfg.persistence, get_extractor(cfg.roi.extractor, **cfg.roi.options), empty=cfg.augment.empty_diagrams)
@@ -118,17 +136,17 @@ class KNNMonitor(Callback):
                       for s, (x, _) in ((cfg.data.split, bank), (_other_split(cfg.data.split), query))]
         self.data = [(x, y, t) for (x, y), t in zip((bank, query), tokens)]
 
-    def due(self, trainer, epoch:int) -> bool:
-        return self.data is not None and ((epoch + 1) % self.every == 0 or epoch + 1 == trainer.epochs)
+    def due(self, state, epoch:int) -> bool:
+        return self.data is not None and ((epoch + 1) % self.every == 0 or epoch + 1 == state.epochs)
 
-    def on_epoch_end(self, trainer, epoch, row):
-        if not self.due(trainer, epoch): return
+    def on_epoch_end(self, state, epoch, row):
+        if not self.due(state, epoch): return
         t0, states = time.perf_counter(), (random.getstate(), np.random.get_state(), torch.get_rng_state())
-        model, kind = trainer.parts.method.probe_encoder, trainer.cfg.model.kind
-        devices = [trainer.info.device] if trainer.info.device.type == 'cuda' else []
+        model, kind = state.method.probe_encoder, state.cfg.model.kind
+        devices = [state.device] if state.device.type == 'cuda' else []
         with torch.random.fork_rng(devices=devices):
             f = [extract_features(model, x, kind, None if t is None else t.tokens, None if t is None else t.pad,
-                                  device=trainer.info.device) for x, _, t in self.data]
+                                  options=FeatureOptions(device=state.device)) for x, _, t in self.data]
         random.setstate(states[0]); np.random.set_state(states[1]); torch.set_rng_state(states[2])
         row['knn_acc'] = knn_accuracy(f[0].feats, self.data[0][1], f[1].feats, self.data[1][1], self.k)
         row['eff_rank'] = effective_rank(f[1].feats)
@@ -140,16 +158,16 @@ class KNNMonitor(Callback):
 class TensorBoardLog(Callback):
     "Each epoch's metrics as TensorBoard scalars in the stage's folder (rank 0)."
     order = 30
-    def on_fit_start(self, trainer):
+    def on_fit_start(self, state):
         self.writer = None
-        if trainer.info.is_main:
+        if state.is_main:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(log_dir=str(trainer.folder.tensorboard))
-    def on_epoch_end(self, trainer, epoch, row):
+            self.writer = SummaryWriter(log_dir=str(state.folder.tensorboard))
+    def on_epoch_end(self, state, epoch, row):
         if self.writer is None: return
         for k, v in row.items():
             if k not in ('epoch', 'steps') and isinstance(v, (int, float)) and not isinstance(v, bool):
-                self.writer.add_scalar(f"stage{trainer.stage}/{k.replace('gate_', 'gate/')}", v, row['steps'])
+                self.writer.add_scalar(f"stage{state.stage}/{k.replace('gate_', 'gate/')}", v, row['steps'])
         self.writer.flush()
-    def on_fit_end(self, trainer, result):
+    def on_fit_end(self, state, result):
         if self.writer is not None: self.writer.close()

@@ -11,6 +11,8 @@ from . import data, roi, augment, config, train, evaluate, pipeline, model, swee
 from .folders import RunFolder
 from .lock import LockedError
 from .methods import METHODS
+from .probe import LinearProbeConfig
+from .features import FeatureOptions
 from .persistence import BACKENDS, FILTRATIONS, NORMALISERS
 
 # %% auto #0
@@ -93,10 +95,11 @@ def cmd_calibrate(args):
     "`topocl calibrate`: write a calibration file; returns the per-combination summary."
     s = calibration_spec(args)
     d, a = s.data, s.augment
-    cal = augment.run_calibration(d.name, out=args.out, split=d.split, roi=args.roi, root=d.root, size=d.size,
-                                  rgb=bool(d.options.get('rgb', False)), n_images=a.calib_samples, seed=s.seed,
-                                  n_jobs=args.jobs, bands={'weak': a.weak_band, 'strong': a.strong_band},
-                                  roi_kwargs=s.roi.options or None, exact=a.calib_exact, persistence=s.persistence)
+    data = augment.CalibrationData(d.name, split=d.split, root=d.root, size=d.size, rgb=bool(d.options.get('rgb', False)))
+    settings = augment.CalibrationSettings(n_images=a.calib_samples, seed=s.seed, bands={'weak': a.weak_band, 'strong': a.strong_band},
+                                           exact=a.calib_exact)
+    cal = augment.run_calibration(data, out=args.out, roi=args.roi, roi_kwargs=s.roi.options or None, settings=settings,
+                                  persistence=s.persistence, n_jobs=args.jobs)
     summary = cal.summary()
     cols = ['entry', 'level', 'admissible', 'max_median_r', 'check_median', 'check_inside', 'ranges']
     print(summary[cols].to_string(index=False))
@@ -208,9 +211,9 @@ def _add_stages(sub):
 # %% ../nbs/50_cli.ipynb #0018
 def cmd_probe(args):
     "Linear-probe a checkpoint on a data set: test ACC and AUC of the classifier chosen on val."
-    return evaluate.probe_checkpoint(args.checkpoint, dataset=args.dataset, root=args.root, size=args.size,
-                                     kind=args.kind, limit=args.limit, seed=args.seed, device=args.device,
-                                     probe_kw=dict(epochs=args.epochs), cache_dir=args.cache_dir)
+    return evaluate.probe_checkpoint(args.checkpoint, args.kind, LinearProbeConfig(epochs=args.epochs, seed=args.seed),
+                                     FeatureOptions(device=args.device, cache_dir=args.cache_dir),
+                                     dataset=args.dataset, root=args.root, size=args.size, limit=args.limit)
 
 def _add_probe(sub):
     p = sub.add_parser('probe', help='linear probe of a trained checkpoint (ACC and AUC on test, chosen on val)',
@@ -302,9 +305,10 @@ def _add_run(sub):
 def cmd_sweep(args)->int:
     "`topocl sweep`: expand a grid and run what is not done; prints the runs' statuses."
     opts = sweep.SlurmOptions(partition=args.partition, gpus_per_node=args.gpus_per_node, time_min=args.time_min,
-                              array_parallelism=args.array_parallelism, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb)
+                              array_parallelism=args.array_parallelism, cpus_per_task=args.cpus_per_task, mem_gb=args.mem_gb,
+                              wait=True if args.wait else None)
     m = sweep.sweep(args.grid, args.results, executor=args.executor, jobs=args.jobs, runner=args.runner, options=opts,
-                    dry_run=args.dry_run, wait=True if args.wait else None)
+                    dry_run=args.dry_run)
     if args.dry_run: return 0
     counts = m.status.value_counts().to_dict()
     print(f"runs in {args.results}: " + ', '.join(f'{n} {s}' for s, n in counts.items()))
@@ -363,10 +367,10 @@ def _add_report(sub):
 # %% ../nbs/50_cli.ipynb #5c0e0002
 def cmd_screen(args):
     "`topocl screen`: prints the table and the verdict; returns where the report is and the seconds it took."
-    from topocl.screen import screen
+    from topocl.screen import ScreenSettings, screen
     out = Path(args.out_dir or Path('runs/screen')/f'{args.dataset}-{args.size}px')
-    res = screen(args.dataset, args.root, args.size, roi=args.roi, limit=args.limit, out_dir=out, n_boot=args.n_boot,
-                 n_perm=args.n_perm, seed=args.seed, n_jobs=args.jobs)
+    res = screen(args.dataset, args.root, args.size, out, ScreenSettings(roi=args.roi, limit=args.limit, n_boot=args.n_boot,
+                                                                         n_perm=args.n_perm, seed=args.seed, n_jobs=args.jobs))
     print(res.summary().to_string(index=False), res.verdict, sep='\n\n', end='\n\n')
     return dict(report=str(out/'report.md'), figure=str(out/'screen.png'), seconds=round(sum(res.seconds.values()), 1))
 

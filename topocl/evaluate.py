@@ -16,14 +16,14 @@ import yaml
 from . import data as _data
 from .augment import Calibration, VisualAugment
 from .model import load_checkpoint
-from .features import FEATURE_KINDS, Features, effective_rank, extract_features, knn_accuracy, preprocess
+from .features import FEATURE_KINDS, FeatureOptions, Features, effective_rank, extract_features, knn_accuracy, preprocess
 from .moe import EXPERTS
 from .persistence import PersistenceConfig, TokenMaker
 from .roi import get_extractor
-from .probe import linear_probe
+from .probe import LinearProbeConfig, linear_probe
 
 # %% auto #0
-__all__ = ['gate_stats', 'plot_gates', 'ph_vectors', 'probe_persistence', 'probe_model', 'load_splits', 'ProbeSettings',
+__all__ = ['gate_stats', 'plot_gates', 'ph_vectors', 'ProbeSettings', 'probe_persistence', 'probe_model', 'load_splits',
            'run_settings', 'probe_checkpoint']
 
 # %% ../nbs/42_evaluate.ipynb #0044
@@ -75,6 +75,32 @@ def ph_vectors(diagrams, # a `DiagramSet` or a sequence of `Diagram`s (birth, de
     ds = [diagrams[i] for i in range(len(diagrams))]
     return np.concatenate([pi.transform([d[dim] for d in ds]) for dim in (0, 1)], axis=1).astype(np.float32)
 
+# %% ../nbs/42_evaluate.ipynb #526f16a1
+_DATA_SETTINGS = ("dataset", "root", "size", "data_options", "limit")   # which images; the other fields: how they become inputs
+
+@dataclass
+class ProbeSettings:
+    "The images a probe reads and how it makes a model's inputs from them, as training did (`probe_checkpoint` reads them from the weights file)."
+    dataset:str|None = None        # a `topocl.data.load_dataset` name (None: the training run's)
+    root:str|None = None           # data folder (None: the run's, else $TOPOCL_DATA)
+    size:int|None = None           # image side the data set is loaded at (None: the run's, else 28)
+    data_options:dict|None = None  # more `load_dataset` keywords (None: the run's)
+    limit:int|None = None          # at most this many images per split, the first ones (None: all)
+    roi:object = "otsu"            # ROI extractor: 'otsu', 'full', 'sam' or an `ROIExtractor`
+    roi_options:dict = field(default_factory=dict)  # its options (sam: checkpoint, model_type, device)
+    persistence:dict|None = None   # `topocl.persistence.PersistenceConfig` fields, or the config (None: the defaults)
+    input_size:int|None = None     # input side the model was trained at (None: the images' size)
+    normalize:object = None        # training's image normalisation: None ([0, 1]), 'imagenet' or (mean, std)
+
+    @classmethod
+    def resolve(cls, overrides:dict, *sources:dict) -> ProbeSettings:
+        "Each field from the first of `overrides`, then `sources` in order, that gives it a value (None: not given); else its default."
+        names = [f.name for f in fields(cls)]
+        bad = sorted(set(overrides) - set(names))
+        if bad: raise ValueError(f"unknown setting(s) {bad}; expected some of {names}")
+        given = {n: [s[n] for s in (overrides, *sources) if s.get(n) is not None] for n in names}
+        return cls(**{n: v[0] for n, v in given.items() if v})
+
 # %% ../nbs/42_evaluate.ipynb #0060
 def probe_persistence(model, # a `TopoCLModel`
                       persistence:PersistenceConfig|dict|None=None, # the training run's, or None (the defaults)
@@ -86,41 +112,38 @@ def probe_persistence(model, # a `TopoCLModel`
 def probe_model(model, # a `TopoCLModel`
                 splits:dict, # {'train': (images, labels), 'val': ..., 'test': ...}
                 kind:str|None=None, # 'visual', 'fused' or 'topology'; None: the model's own kind
-                roi="otsu", # ROI extractor training used: 'otsu', 'full', 'sam' or an `ROIExtractor`
-                persistence:PersistenceConfig|dict|None=None, # how training made diagrams (default: `PersistenceConfig()`)
-                size:int|None=None, # input side the model was trained at; None: the images' size
-                normalize=None, # training's image normalisation: None, 'imagenet' or (mean, std)
+                settings:ProbeSettings|None=None, # how training made the inputs (ROI, persistence, ...); `dataset` names the cache
                 tokens:dict|None=None, # {'train': Tokens, ...} precomputed by `TokenMaker.split`, to reuse
-                cache_dir=None, # cache for ROI masks and diagrams
-                cache_key:dict|None=None, # dataset, size and options of the images (`topocl.data.split_cache_key` adds split and n)
-                batch_size:int=256, device=None, # feature extraction
-                probe_kw:dict|None=None, # extra `linear_probe` arguments (epochs, lrs, weight_decays, select, ...)
-                seed:int=0, # the probe's seed
-                n_jobs:int=-1, progress:bool=False,
+                probe:LinearProbeConfig|dict|None=None, # the linear probe's settings, its seed included
+                options:FeatureOptions|None=None, # batch size, device, PH workers, progress, cache folder
                 return_details:bool=False, # also return a dict with the ProbeResult, gates and tokens
                ):
     "Features of every split from a frozen model, a linear probe chosen on val, scored once on test: a record."
     miss = [s for s in ("train", "val", "test") if s not in splits]
     if miss: raise ValueError(f"splits: missing {miss}; give (images, labels) for train, val and test")
+    st, probe, opt = settings or ProbeSettings(), LinearProbeConfig.make(probe), options or FeatureOptions()
     kind = kind or model.config.kind
     rec, feats, gates, t0 = dict(kind=kind), {}, {}, time.perf_counter()
     if kind != "visual" and tokens is None:
-        maker = TokenMaker(probe_persistence(model, persistence), roi)
-        key = lambda s: None if cache_key is None else _data.split_cache_key(split=s, n=len(splits[s][0]), **cache_key)
-        tokens = {s: maker.split(splits[s][0], cache_dir, key(s), n_jobs, progress)
+        roi = get_extractor(st.roi, **(st.roi_options or {}))   # built once: SAM loads weights
+        maker = TokenMaker(probe_persistence(model, st.persistence), roi)
+        # the data set's name, image side and options name the cached masks and diagrams (no name: a hash of the pixels)
+        key = lambda s, x: None if st.dataset is None else _data.split_cache_key(st.dataset, s, st.size or len(x[0]), len(x),
+                                                                                 st.data_options)
+        tokens = {s: maker.split(splits[s][0], opt.cache_dir, key(s, splits[s][0]), opt.n_jobs, opt.progress)
                   for s in ("train", "val", "test")}
-        rec.update(roi=roi if isinstance(roi, str) else roi.name, persistence=maker.config.to_dict(),
+        rec.update(roi=roi.name, persistence=maker.config.to_dict(),
                    n_roi_fallback=int(sum(t.n_fallback for t in tokens.values())))
     rec["seconds_tokens"] = time.perf_counter() - t0; t0 = time.perf_counter()
     for s in ("train", "val", "test"):
         t = tokens[s] if kind != "visual" else None
         f = extract_features(model, splits[s][0], kind, None if t is None else t.tokens, None if t is None else t.pad,
-                             batch_size, device, size, normalize)
+                             st.input_size, st.normalize, opt)
         feats[s], gates[s] = f.feats, f.gates
     rec["seconds_features"] = time.perf_counter() - t0
     res = linear_probe(feats["train"], splits["train"][1], feats["val"], splits["val"][1],
-                       feats["test"], splits["test"][1], seed=seed, **(probe_kw or {}))
-    rec.update(res.to_dict(), feature_dim=int(feats["train"].shape[1]), probe_seed=seed)
+                       feats["test"], splits["test"][1], probe)
+    rec.update(res.to_dict(), feature_dim=int(feats["train"].shape[1]), probe_seed=probe.seed)
     rec["seconds_probe"] = rec.pop("seconds")
     if gates["test"] is not None:
         rec["gate_mean"] = dict(zip(model.fusion.experts, gates["test"].mean(0).round(6).tolist()))
@@ -147,24 +170,6 @@ def load_splits(dataset:str, # a `topocl.data.load_dataset` name: 'synthetic', a
     return out
 
 # %% ../nbs/42_evaluate.ipynb #0066
-@dataclass
-class ProbeSettings:
-    "How a probe makes a model's inputs, as training made them (`probe_checkpoint` reads them from the weights file)."
-    roi:str = "otsu"               # ROI extractor: 'otsu', 'full' or 'sam'
-    roi_options:dict = field(default_factory=dict)  # its options (sam: checkpoint, model_type, device)
-    persistence:dict|None = None   # `topocl.persistence.PersistenceConfig` fields (None: the defaults)
-    input_size:int|None = None     # input side the model was trained at (None: the images' size)
-    normalize:object = None        # training's image normalisation: None ([0, 1]), 'imagenet' or (mean, std)
-
-    @classmethod
-    def resolve(cls, overrides:dict, *sources:dict) -> ProbeSettings:
-        "Each field from the first of `overrides`, then `sources` in order, that names it; else its default."
-        names = [f.name for f in fields(cls)]
-        bad = sorted(set(overrides) - set(names))
-        if bad: raise ValueError(f"unknown setting(s) {bad}; expected some of {names}")
-        return cls(**{n: next(s[n] for s in (overrides, *sources) if n in s) for n in names
-                      if any(n in s for s in (overrides, *sources))})
-
 def run_settings(checkpoint, # a weights file written by a training stage
                 ) -> dict:
     "Settings recorded by the training run of `checkpoint` (the config.yaml beside it): may be empty."
@@ -192,46 +197,33 @@ def _legacy_persistence(cfg:dict, cfg_path:Path) -> dict|None:
 
 # %% ../nbs/42_evaluate.ipynb #0067
 def probe_checkpoint(checkpoint, # path of a `TopoCLModel` checkpoint
-                     dataset:str|None=None, # `load_dataset` name; None: the training run's dataset
-                     root=None, # data folder; None: the run's, else $TOPOCL_DATA
-                     size:int|None=None, # image side; None: the run's, else 28
                      kind:str|None=None, # 'visual', 'fused' or 'topology'; None: the checkpoint's kind
-                     limit:int|None=None, # at most this many images per split
-                     cache_dir=None, # cache for ROI masks and diagrams; None: no cache
-                     device=None, # where to run the model; None: cuda if available, else cpu
-                     seed:int=0, # the probe's seed
-                     probe_kw:dict|None=None, # extra `linear_probe` arguments
+                     probe:LinearProbeConfig|dict|None=None, # the linear probe's settings, its seed included
+                     options:FeatureOptions|None=None, # device (None: cuda if available, else cpu), cache folder, ...
                      splits:dict|None=None, # already loaded splits (skips `load_splits`)
                      tokens:dict|None=None, # precomputed `TokenMaker.split` tokens per split, to reuse
-                     data_options:dict|None=None, # more `load_dataset` keywords; None: the run's
                      return_details:bool=False, # also return the details dict of `probe_model`
-                     progress:bool=False,
-                     **settings, # override training settings: the fields of `ProbeSettings`
+                     **settings, # `ProbeSettings` fields (dataset, root, size, limit, roi, ...); absent or None: the run's
                     ):
     "Linear-probe a saved model on a dataset: a JSON-ready record (test ACC/AUC, chosen settings, gate means)."
+    if kind is not None and kind not in FEATURE_KINDS: raise ValueError(f"kind: expected one of {FEATURE_KINDS}, got {kind!r}")
     ProbeSettings.resolve(settings)   # a misspelt setting fails before the model is loaded
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, extra = load_checkpoint(checkpoint, map_location=device, return_extra=True)
+    probe, opt = LinearProbeConfig.make(probe), options or FeatureOptions()
+    opt = replace(opt, device=opt.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, extra = load_checkpoint(checkpoint, map_location=opt.device, return_extra=True)
     extra = extra if isinstance(extra, dict) else {}
-    # the weights file records the run's data settings (runs from before that: the config.yaml beside it)
-    run = {**run_settings(checkpoint), **{k: extra[k] for k in ("dataset", "size", "root", "data_options") if extra.get(k) is not None}}
-    st = ProbeSettings.resolve(settings, extra, run)
+    # the weights file records the run's settings (runs from before that: the config.yaml beside it)
+    st = ProbeSettings.resolve(settings, extra, run_settings(checkpoint))
     st.persistence = probe_persistence(model, st.persistence).to_dict()
-    dataset = dataset or run.get("dataset")
-    if dataset is None: raise ValueError(f"dataset: {checkpoint} has no training config beside it; name the dataset")
-    size = size or run.get("size") or 28
-    root = root or run.get("root")
-    opts = dict(run.get("data_options", {}) if data_options is None else data_options)
-    if dataset == "synthetic": opts.setdefault("rgb", model.config.in_chans == 3)
-    if splits is None: splits = load_splits(dataset, root, size, limit, **opts)
-    needs_tokens = (kind or model.config.kind) != "visual" and tokens is None
-    roi = get_extractor(st.roi, **(st.roi_options or {})) if needs_tokens else st.roi  # SAM loads weights
-    key = dict(dataset=dataset, size=size, options=opts)
-    out = probe_model(model, splits, kind=kind, roi=roi, persistence=st.persistence, size=st.input_size,
-                      normalize=st.normalize, tokens=tokens, cache_dir=cache_dir, cache_key=key, device=device,
-                      probe_kw=probe_kw, seed=seed, progress=progress, return_details=return_details)
+    if st.dataset is None: raise ValueError(f"dataset: {checkpoint} has no training config beside it; name the dataset")
+    opts = dict(st.data_options or {})
+    if st.dataset == "synthetic": opts.setdefault("rgb", model.config.in_chans == 3)
+    st = replace(st, size=st.size or 28, data_options=opts)
+    if splits is None: splits = load_splits(st.dataset, st.root, st.size, st.limit, **opts)
+    out = probe_model(model, splits, kind, st, tokens, probe, opt, return_details)
     rec = out[0] if return_details else out
-    head = dict(checkpoint=str(checkpoint), dataset=dataset, image_size=size, limit=limit, model_kind=model.config.kind,
-                arch=model.config.arch, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(st).items()})
+    inputs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(st).items() if k not in _DATA_SETTINGS}
+    head = dict(checkpoint=str(checkpoint), dataset=st.dataset, image_size=st.size, limit=st.limit, model_kind=model.config.kind,
+                arch=model.config.arch, **inputs)
     rec = {**head, **rec}
     return (rec, out[1]) if return_details else rec

@@ -4,6 +4,7 @@
 
 # %% ../nbs/13_features.ipynb #63446141
 from __future__ import annotations
+from dataclasses import dataclass
 from typing import NamedTuple
 import numpy as np
 import torch
@@ -11,7 +12,7 @@ from . import data as _data
 from .augment import VisualAugment
 
 # %% auto #0
-__all__ = ['FEATURE_KINDS', 'Features', 'preprocess', 'extract_features', 'knn_accuracy', 'effective_rank']
+__all__ = ['FEATURE_KINDS', 'Features', 'FeatureOptions', 'preprocess', 'extract_features', 'knn_accuracy', 'effective_rank']
 
 # %% ../nbs/13_features.ipynb #0049
 FEATURE_KINDS = ("visual", "fused", "topology", "concat")  # concat: visual and topology features side by side
@@ -20,6 +21,15 @@ class Features(NamedTuple):
     "What `extract_features` returns."
     feats: np.ndarray  # float32 (N, D) probe representation
     gates: np.ndarray|None  # float32 (N, E) MoE gate weights for kind='fused', else None
+
+@dataclass
+class FeatureOptions:
+    "Where and how fast features (and a probe's diagram tokens) are computed; none of these changes what they are."
+    batch_size:int = 256      # images per forward pass
+    device:object = None      # where the model runs (None: where its parameters are)
+    n_jobs:int = -1           # PH worker processes when a probe makes diagram tokens (-1: all cores when worth it)
+    progress:bool = False     # progress bars while tokens are made
+    cache_dir:object = None   # folder caching a probe's ROI masks and diagrams (None: no cache)
 
 # %% ../nbs/13_features.ipynb #0050
 def preprocess(images, # uint8 or float [0,1] numpy: (B,H,W) gray or (B,H,W,3) RGB
@@ -48,12 +58,13 @@ def extract_features(model, # a `TopoCLModel` (frozen: run in eval mode, no grad
                      kind:str="visual", # 'visual' (baseline), 'fused' (TopoCL) or 'topology'
                      tokens=None, # (N, k0+k1, 4) diagram tokens of the un-augmented ROI images (fused, topology)
                      pad=None, # (N, k0+k1) bool, True = padded
-                     batch_size:int=256, # images per forward pass
-                     device=None, # where to run; None: where the model's parameters are
                      size:int|None=None, # input side the model was trained at; None: the images' size
                      normalize=None, # training's normalisation: None ([0,1]), 'imagenet' or (mean, std)
+                     options:FeatureOptions|None=None, # batch size and device (default: `FeatureOptions()`)
                     ) -> Features:
     "Frozen-model features (N, D) for a linear probe, and the MoE gate weights (N, E) for kind='fused'."
+    opt = options or FeatureOptions()
+    batch_size, device = opt.batch_size, opt.device
     if kind not in FEATURE_KINDS: raise ValueError(f"kind: expected one of {FEATURE_KINDS}, got {kind!r}")
     parts = {"visual": [model.visual], "fused": [model.fusion], "topology": [model.topology],
              "concat": [model.visual, model.topology]}[kind]

@@ -22,7 +22,8 @@ from .lock import cache_lock
 __all__ = ['BACKENDS', 'NORMALISERS', 'FILTRATIONS', 'Diagram', 'filtration_values', 'diagrams_of_filtrations',
            'diagram_of_filtration', 'cubical_persistence', 'diagram_tokens', 'collate_tokens', 'diagram_range',
            'roi_range', 'relative_bottleneck', 'area_downsample', 'multiscale_persistence', 'DiagramSet', 'tune_malloc',
-           'diagrams_cache_key', 'cache_path', 'compute_diagrams', 'PersistenceConfig', 'Tokens', 'TokenMaker']
+           'diagrams_cache_key', 'cache_path', 'EngineSettings', 'compute_diagrams', 'PersistenceConfig', 'Tokens',
+           'TokenMaker']
 
 # %% ../nbs/02_persistence.ipynb #0006
 def _as_points(x, name:str) -> np.ndarray:
@@ -428,18 +429,26 @@ def _check_images(images, masks):
         if isinstance(masks, np.ndarray) and masks.dtype != np.bool_:
             raise ValueError(f"masks: expected bool (True = inside the ROI), got dtype {masks.dtype}")
 
+@dataclass(frozen=True)
+class EngineSettings:
+    "How `compute_diagrams` runs: worker processes, images per task, a progress bar and the cache folder; none changes a diagram."
+    n_jobs:int = -1                 # worker processes; -1 = all cores (in-process if the job is tiny), 1 = in this process
+    chunk_size:int|None = None      # images per task; None: ~8 tasks per worker, <= 4M pixels each
+    progress:bool = True            # tqdm progress bar
+    cache_dir:str|Path|None = None  # folder of cached sets; None = no cache
+
 def compute_diagrams(images, # (N,H,W) or (N,H,W,3) array (memory-mapped is fine) or a sequence of images
                      masks=None, # None, or bool (N,H,W) / a sequence of bool (H,W) masks, True = inside the ROI
-                     n_jobs:int=-1, # worker processes; -1 = all cores (in-process if the job is tiny), 1 = in this process
-                     chunk_size:int|None=None, # images per task; None: ~8 tasks per worker, <= 4M pixels each
                      superlevel:bool=False, # bright structures first (1 - intensity scale)
                      backend:str='gudhi-2d', # 'gudhi-2d' (fast), 'cripser' or 'gudhi' (generic complex)
                      scales:Sequence[float]|None=None, # multi-scale factors, e.g. (1.0, 0.5, 0.25); None = one scale
-                     cache_dir=None, # folder of cached sets; None = no cache
-                     cache_key:dict|None=None, # what the engine cannot see: dataset, split, size, ROI method...
-                     progress:bool=True, # tqdm progress bar
+                     cache_key:dict|None=None, # with a cache folder: what the engine cannot see (dataset, split, size, ROI method...)
+                     engine:EngineSettings|None=None, # workers, chunks, progress bar, cache folder (default: `EngineSettings()`)
                     ) -> DiagramSet:
     "Diagrams of all images, in parallel chunks, optionally cached on disk."
+    e = EngineSettings() if engine is None else engine
+    if not isinstance(e, EngineSettings): raise TypeError(f"engine: expected an EngineSettings, got {type(e).__name__}")
+    n_jobs, chunk_size, progress, cache_dir = e.n_jobs, e.chunk_size, e.progress, e.cache_dir
     if backend not in BACKENDS: raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
     _check_images(images, masks)
     if scales is not None: scales = _check_scales(scales)
@@ -596,8 +605,8 @@ class TokenMaker:
         rois = compute_rois(images, ex, cache_dir=cache_dir, cache_key=cache_key, progress=progress)
         key = None if cache_dir is None else {**(cache_key or {}), 'roi': ex.name, 'roi_settings': ex.settings()}
         c = self.config
-        ds = compute_diagrams(images, rois.masks, n_jobs=n_jobs, superlevel=c.superlevel, backend=c.backend, scales=c.scales,
-                              cache_dir=cache_dir, cache_key=key, progress=progress)
+        ds = compute_diagrams(images, rois.masks, c.superlevel, c.backend, c.scales, cache_key=key,
+                              engine=EngineSettings(n_jobs=n_jobs, progress=progress, cache_dir=cache_dir))
         tk = Tokens(*ds.tokens(c.k0, c.k1), rois.n_fallback, ds)
         return tk.emptied() if self.empty else tk
 

@@ -18,10 +18,10 @@ from .model import TopoCLModel, load_checkpoint, load_pretrained, save_checkpoin
 from .config import Config, demo_config, save_config, apply_overrides, epochs_of, stage3_recipe, resolve_config
 from .runtime import seed_everything, seeded
 from .train import train_stage, calibration_path, check_pretrained, stage_weights
-from .probe import linear_probe
+from .probe import LinearProbeConfig, linear_probe
 from .statistics import summarize, compare_variants, save_table
 from .evaluate import probe_checkpoint, load_splits, plot_gates, ph_vectors
-from .features import extract_features, preprocess, effective_rank
+from .features import FeatureOptions, extract_features, preprocess, effective_rank
 
 # %% auto #0
 __all__ = ['TEST_METRICS', 'VARIANTS', 'CONTROLS', 'REPRESENTATIONS', 'PROBES', 'COMPUTE', 'check_variants', 'is_main_process',
@@ -122,41 +122,41 @@ def probe_tokens(cfg:Config, splits:dict, cache_dir=None)->dict:
     return {s: maker.split(x, cache_dir, split_cache_key(d.name, s, d.size, len(x), opts) if cache_dir else None)
             for s, (x, _) in splits.items()}
 
-def probe_features(feats:dict, splits:dict, seed:int=0, probe_kw:dict|None=None)->dict:
+def probe_features(feats:dict, splits:dict, seed:int=0, probe:LinearProbeConfig|None=None)->dict:
     "The linear probe (`topocl.probe.linear_probe`) of given features {split: (N, D)}: a record."
     res = linear_probe(feats['train'], splits['train'][1], feats['val'], splits['val'][1], feats['test'], splits['test'][1],
-                       seed=seed, **(probe_kw or {}))
+                       probe, seed=seed)
     rec = res.to_dict(); rec['seconds_probe'] = rec.pop('seconds')
     return {**rec, 'feature_dim': int(feats['train'].shape[1]), 'probe_seed': seed}
 
-def probe_variants(variants, runs:dict, splits:dict, tokens:dict, seed:int, probe_kw=None, device=None)->dict:
+def probe_variants(variants, runs:dict, splits:dict, tokens:dict, seed:int, probe:LinearProbeConfig|None=None, device=None)->dict:
     "Probe each variant with the same linear probe: {variant: record}."
     out, kept = {}, {}
     for v in variants:
         if v not in PROBES: continue
         run, kind = PROBES[v]
         toks = {s: t.emptied() for s, t in tokens.items()} if v == 'topocl-no-diagrams' else tokens
-        rec, det = probe_checkpoint(runs[run].weights, kind=kind, seed=seed, splits=splits, tokens=toks,
-                                    probe_kw=probe_kw, device=device, return_details=True)
+        rec, det = probe_checkpoint(runs[run].weights, kind, LinearProbeConfig.make(probe, seed=seed), FeatureOptions(device=device),
+                                    splits=splits, tokens=toks, return_details=True)
         out[v] = rec
         if v == 'baseline': kept['baseline'] = det['features']
     ph = {s: ph_vectors(t.diagrams) for s, t in tokens.items()} if any(v.startswith('ph-vector') for v in variants) else {}
-    if 'ph-vector' in variants: out['ph-vector'] = {'kind': 'ph-vector', **probe_features(ph, splits, seed, probe_kw)}
+    if 'ph-vector' in variants: out['ph-vector'] = {'kind': 'ph-vector', **probe_features(ph, splits, seed, probe)}
     if 'ph-vector+baseline' in variants:
         base = kept.get('baseline') or _visual_features(runs['stage1'].weights, splits, device)
         both = {s: np.concatenate([base[s], ph[s]], axis=1) for s in ph}
-        out['ph-vector+baseline'] = {'kind': 'ph-vector+visual', **probe_features(both, splits, seed, probe_kw)}
+        out['ph-vector+baseline'] = {'kind': 'ph-vector+visual', **probe_features(both, splits, seed, probe)}
     return out
 
 def _visual_features(weights, splits, device=None)->dict:
     model = load_checkpoint(weights, map_location=device or 'cpu')
-    return {s: extract_features(model, x, 'visual', device=device).feats for s, (x, _) in splits.items()}
+    return {s: extract_features(model, x, 'visual', options=FeatureOptions(device=device)).feats for s, (x, _) in splits.items()}
 
 def run_seed(cfg:Config,               # the experiment's config (its seed and out_dir are replaced)
              seed:int,                 # seeds training and the probe
              out_dir,                  # the experiment folder; this seed writes to out_dir/seed{seed}
              splits:dict|None=None,    # labelled splits for the probes (default: `load_splits` of the config's data)
-             probe_kw:dict|None=None,  # extra `linear_probe` arguments
+             probe:LinearProbeConfig|None=None,  # the linear probe's settings (its seed is replaced by `seed`)
              resume:bool=True,         # reuse finished stages and continue unfinished ones
              cache_dir=None,           # cache of ROI masks and diagrams for the probes
              variants=None,            # which of `VARIANTS` (default: all)
@@ -170,7 +170,7 @@ def run_seed(cfg:Config,               # the experiment's config (its seed and o
     needs_tokens = any(v not in ('baseline', 'baseline-matched', 'baseline-equal-time') for v in variants)
     tokens = probe_tokens(cfg, splits, cache_dir) if needs_tokens else {}
     device = None if cfg.device == 'auto' else cfg.device
-    recs = probe_variants(variants, runs, splits, tokens, seed, probe_kw, device)
+    recs = probe_variants(variants, runs, splits, tokens, seed, probe, device)
     return [{**recs[v], 'dataset': d.name, 'method': cfg.method.name, 'variant': v, 'seed': seed, **compute_of(v, runs)}
             for v in variants]
 
@@ -239,14 +239,14 @@ def run_experiment(cfg:Config,               # the experiment's spec (`resolve_c
     # one experiment per folder: a second process into the same folder fails here, naming this one
     with run.lock('topocl experiment') if is_main_process() else contextlib.nullcontext():
         x, d = cfg.experiment, cfg.data
-        seeds, variants, probe_kw = [int(s) for s in x.seeds], check_variants(x.variants), dict(epochs=x.probe_epochs)
+        seeds, variants, probe = [int(s) for s in x.seeds], check_variants(x.variants), LinearProbeConfig(epochs=x.probe_epochs)
         if not seeds: raise ValueError('experiment.seeds: give at least one seed')
         splits = load_splits(d.name, d.root, d.size, x.probe_limit, **d.split_options())
         save_config(cfg, run.spec)   # what every later step reads: the report, a rerun (`topocl run --config spec.yaml`)
         records, t0 = [], time.perf_counter()
         for seed in seeds:
             if verbose: print(f'== seed {seed}: training for {len(variants)} variant(s), then probes', flush=True)
-            records += run_seed(cfg, seed, out, splits, probe_kw, resume, cache_dir=run.cache, variants=variants)
+            records += run_seed(cfg, seed, out, splits, probe, resume, cache_dir=run.cache, variants=variants)
         if not is_main_process(): return dict(records=pd.DataFrame(), files=[], seconds=time.perf_counter() - t0)
         res = pd.DataFrame(records)
         head = choose_headline(res)
@@ -279,7 +279,7 @@ def fusion_diagnosis(cfg:Config,              # the experiment's config
                      seed:int,                # which seed's runs
                      out_dir,                 # the experiment folder (its seed{seed} holds the stages)
                      splits:dict|None=None,   # labelled splits (default: `load_splits` of the config's data)
-                     probe_kw:dict|None=None, # extra `linear_probe` arguments
+                     probe:LinearProbeConfig|None=None, # the linear probe's settings (its seed is replaced by `seed`)
                      cache_dir=None,          # cache of ROI masks and diagrams
                      device=None,
                     )->pd.DataFrame:
@@ -290,8 +290,8 @@ def fusion_diagnosis(cfg:Config,              # the experiment's config
     with tempfile.TemporaryDirectory() as tmp:
         start = save_checkpoint(stage3_start(cfg), Path(tmp)/'start.pt')
         for when, weights in (('start', start), ('end', stage_weights(cfg, 3))):
-            rec, det = probe_checkpoint(weights, d.name, kind='fused', seed=seed, splits=splits, tokens=tokens,
-                                        probe_kw=probe_kw, device=device, return_details=True)
+            rec, det = probe_checkpoint(weights, 'fused', LinearProbeConfig.make(probe, seed=seed), FeatureOptions(device=device),
+                                        splits=splits, tokens=tokens, return_details=True, dataset=d.name)
             g = det['gates']['test'].astype(np.float64)
             rows.append(dict(seed=seed, stage3=when, test_acc=rec['test_acc'], test_auc=rec['test_auc'], val_acc=rec['val_acc'],
                              effective_rank=effective_rank(det['features']['test']),
@@ -328,21 +328,21 @@ def fusion_layers(model:TopoCLModel,  # a fused model
 def probe_layers(model:TopoCLModel, # a fused model
                  splits:dict,       # {'train'|'val'|'test': (images, labels)}
                  tokens:dict,       # {split: Tokens} (`probe_tokens`)
-                 seed:int=0, probe_kw:dict|None=None, device=None,
+                 seed:int=0, probe:LinearProbeConfig|None=None, device=None,
                 )->pd.DataFrame:
     "The same linear probe on every layer of `fusion_layers`: test ACC/AUC, val ACC and effective rank per layer."
     feats = {s: fusion_layers(model, splits[s][0], tokens[s], device=device) for s in ('train', 'val', 'test')}
     rows = []
     for layer in feats['test']:
-        rec = probe_features({s: feats[s][layer] for s in feats}, splits, seed, probe_kw)
+        rec = probe_features({s: feats[s][layer] for s in feats}, splits, seed, probe)
         rows.append(dict(layer=layer, test_acc=rec['test_acc'], test_auc=rec['test_auc'], val_acc=rec['val_acc'],
                          effective_rank=effective_rank(feats['test'][layer]), dim=rec['feature_dim']))
     return pd.DataFrame(rows)
 
 
 # %% ../nbs/45_pipeline.ipynb #7c982462
-def _layer_record(model, splits, tokens, seed, probe_kw):
-    L = probe_layers(model, splits, tokens, seed, probe_kw).set_index('layer')
+def _layer_record(model, splits, tokens, seed, probe):
+    L = probe_layers(model, splits, tokens, seed, probe).set_index('layer')
     out = {f'{k}_acc': float(L.test_acc[k]) for k in L.index}
     out.update({f'{k}_auc': float(L.test_auc[k]) for k in ('visual', 'topology', 'concat', 'fused')})
     out.update({f'{k}_val_acc': float(L.val_acc[k]) for k in ('visual', 'topology', 'concat', 'fused')})
@@ -356,25 +356,24 @@ def _gate_record(model, splits, tokens):
     ent = float(-(g * np.log(np.clip(g, 1e-12, None))).sum(1).mean())
     return {'gate_entropy': ent, **{f'gate_{e}': float(w) for e, w in zip(model.fusion.experts, g.mean(0))}}
 
-def stage3_ablation(cfg:Config,             # the experiment's config (stages 1 and 2 of `seed` already trained)
+def stage3_ablation(cfg:Config,             # the experiment's spec; its out_dir holds seed{seed} (stages 1 and 2 trained)
                     settings:dict,          # {name: dotted overrides of the stage-3 fields}, e.g. `STAGE3_RECIPES`
-                    seed:int,               # whose stage-1/2 weights every setting starts from
-                    out_dir,                # the experiment folder; each setting trains into seed{seed}/stage3-{name}
-                    splits:dict|None=None, probe_kw:dict|None=None, cache_dir=None,
+                    seed:int,               # whose stage-1/2 weights every setting starts from; each trains into seed{seed}/stage3-{name}
+                    splits:dict|None=None, probe:LinearProbeConfig|None=None,
                     empty_diagrams:bool=False, # the no-diagrams control of each setting (training and probe)
                     resume:bool=True,
                     start:bool=True,        # also probe the untrained start (the first row)
                    )->pd.DataFrame:
     "Stage 3 once per setting from the same stage-1/2 weights and views; every layer probed: one row per setting (and the start)."
-    cfg, d = seed_config(cfg, seed, out_dir), cfg.data
+    cache, cfg, d = RunFolder(cfg.out_dir).cache, seed_config(cfg, seed, cfg.out_dir), cfg.data
     if splits is None: splits = load_splits(d.name, d.root, d.size, **d.split_options())
-    tokens = probe_tokens(cfg, splits, cache_dir)
+    tokens = probe_tokens(cfg, splits, cache)
     if empty_diagrams: tokens = {s: t.emptied() for s, t in tokens.items()}
     rows = []
     if start:
         m0 = stage3_start(cfg)
         rows.append(dict(setting='start', seed=seed, no_diagrams=empty_diagrams, epochs=0, steps=0, train_seconds=0.0,
-                         **_layer_record(m0, splits, tokens, seed, probe_kw), **_gate_record(m0, splits, tokens)))
+                         **_layer_record(m0, splits, tokens, seed, probe), **_gate_record(m0, splits, tokens)))
     for name, over in settings.items():
         tag = name + ('-no-diagrams' if empty_diagrams else '')
         run = apply_overrides(cfg, {**over, 'out_dir': str(RunFolder(cfg.out_dir).variant(f'stage3-{tag}').path),
@@ -385,7 +384,7 @@ def stage3_ablation(cfg:Config,             # the experiment's config (stages 1 
         per_epoch = {k: [m.get(k) for m in r.metrics] for k in r.metrics[-1] if k.startswith(('train_gate_', 'loss', 'eff_rank'))}
         rows.append(dict(setting=name, seed=seed, no_diagrams=empty_diagrams, epochs=r.epochs_done,
                          steps=int(r.metrics[-1]['steps']), train_seconds=run_seconds(r),
-                         **_layer_record(model, splits, tokens, seed, probe_kw), **_gate_record(model, splits, tokens),
+                         **_layer_record(model, splits, tokens, seed, probe), **_gate_record(model, splits, tokens),
                          per_epoch=per_epoch))
     return pd.DataFrame(rows)
 

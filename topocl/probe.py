@@ -6,7 +6,7 @@
 from __future__ import annotations
 import copy, math, time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 # %% auto #0
-__all__ = ['accuracy', 'auc_score', 'standardize', 'ProbeResult', 'torch_threads', 'linear_probe']
+__all__ = ['accuracy', 'auc_score', 'standardize', 'ProbeResult', 'LinearProbeConfig', 'torch_threads', 'linear_probe']
 
 # %% ../nbs/40_probe.ipynb #0006
 def accuracy(labels, probs) -> float:
@@ -72,6 +72,34 @@ class ProbeResult:
         "The scalar fields as a JSON-ready dict (no curves, no probabilities)."
         return {k: (v.item() if hasattr(v, "item") else v) for k, v in self.__dict__.items()
                 if k not in ("curves", "test_probs")}
+
+# %% ../nbs/40_probe.ipynb #6ccd9513
+@dataclass
+class LinearProbeConfig:
+    "How `linear_probe` fits and chooses its classifier: epochs, the grid, the selection rule, the seed, threads."
+    epochs:int = 100                  # passes over the training split per grid entry (the paper: 100)
+    lrs:tuple = (1e-3, 1e-2)          # AdamW learning rates tried
+    weight_decays:tuple = (0.0, 1e-3) # AdamW (decoupled) weight decays tried
+    batch_size:int = 256              # mini-batch size
+    select:str = "acc"                # validation criterion: "acc", "auc" or "loss"
+    n_classes:int|None = None         # number of classes (None: 1 + the largest label seen)
+    seed:int = 0                      # fixes the mini-batch order
+    num_threads:int|None = 1          # torch threads while fitting (tiny matmuls run fastest on one)
+
+    @classmethod
+    def make(cls, probe:LinearProbeConfig|dict|None=None, # a config, a dict of some of its fields, or None (the defaults)
+             **changes, # fields set on top of `probe`
+            ) -> LinearProbeConfig:
+        "The one way to a config: from a config, a dict or None, with `changes`; an unknown field is a ValueError naming it."
+        if probe is None: probe = {}
+        elif isinstance(probe, cls): probe = {f.name: getattr(probe, f.name) for f in fields(cls)}
+        elif not isinstance(probe, dict):
+            raise TypeError(f"probe: expected a LinearProbeConfig, a dict of its fields or None, got {type(probe).__name__}")
+        names = [f.name for f in fields(cls)]
+        given = {**probe, **changes}
+        bad = [k for k in given if k not in names]
+        if bad: raise ValueError(f"unknown linear probe setting(s) {bad}; expected some of {names}")
+        return cls(**given)
 
 # %% ../nbs/40_probe.ipynb #0015
 def _check_split(name, X, y):
@@ -134,16 +162,12 @@ _SELECT = {"acc": lambda r: (r["val_acc"], -r["val_loss"]),
 def linear_probe(train_feats, train_labels, # (N,D) frozen features and (N,) int labels used to fit the classifier
                  val_feats, val_labels, # the split that chooses epoch, learning rate and weight decay
                  test_feats, test_labels, # the split scored once, by the chosen classifier
-                 epochs:int=100, # passes over the training split per grid entry (the paper: 100)
-                 lrs=(1e-3, 1e-2), # AdamW learning rates tried
-                 weight_decays=(0.0, 1e-3), # AdamW (decoupled) weight decays tried
-                 batch_size:int=256, # mini-batch size
-                 select:str="acc", # validation criterion: "acc", "auc" or "loss"
-                 n_classes:int|None=None, # number of classes; default: 1 + the largest label seen
-                 seed:int=0, # fixes the mini-batch order
-                 num_threads:int|None=1, # torch threads while fitting (tiny matmuls run fastest on one)
+                 config:LinearProbeConfig|dict|None=None, # epochs, grid, selection, seed (None: `LinearProbeConfig()`)
+                 **changes, # `LinearProbeConfig` fields set on top of `config`, e.g. `epochs=20`
                 ) -> ProbeResult:
     "Fit a linear classifier on standardised frozen features; choose epoch and settings on validation, score test once."
+    c = LinearProbeConfig.make(config, **changes)
+    epochs, select, n_classes = c.epochs, c.select, c.n_classes
     t0 = time.perf_counter()
     Xtr, ytr = _check_split("train", train_feats, train_labels)
     Xva, yva = _check_split("val", val_feats, val_labels)
@@ -161,8 +185,8 @@ def linear_probe(train_feats, train_labels, # (N,D) frozen features and (N,) int
         raise ValueError(f"select='auc' needs every class in the validation split; it has {np.unique(yva).tolist()}")
     Xtr, Xva, Xte = (torch.from_numpy(a) for a in standardize(Xtr, Xva, Xte))
     ytr, yva = torch.from_numpy(ytr), torch.from_numpy(yva)
-    with torch_threads(num_threads): r, state, rows = _fit_grid(Xtr, ytr, Xva, yva, C, epochs, lrs, weight_decays,
-                                                                batch_size, _SELECT[select], seed)
+    with torch_threads(c.num_threads): r, state, rows = _fit_grid(Xtr, ytr, Xva, yva, C, epochs, c.lrs, c.weight_decays,
+                                                                  c.batch_size, _SELECT[select], c.seed)
     lin = torch.nn.Linear(Xtr.shape[1], C); lin.load_state_dict(state)
     with torch.no_grad(): tp = lin(Xte).softmax(1).double().numpy()
     return ProbeResult(test_acc=accuracy(yte, tp), test_auc=auc_score(yte, tp),

@@ -15,7 +15,7 @@ from scipy import stats
 from . import data as _data
 from .data import atomic_write, to_float, to_gray
 from .evaluate import load_splits, ph_vectors
-from .persistence import FILTRATIONS, _pool_axis, compute_diagrams
+from .persistence import FILTRATIONS, EngineSettings, _pool_axis, compute_diagrams
 from .probe import accuracy, auc_score, standardize
 from .roi import compute_rois, get_extractor
 from .statistics import markdown, save_table
@@ -24,7 +24,7 @@ from .statistics import markdown, save_table
 __all__ = ['VECTORISATIONS', 'FEATURE_SETS', 'CS', 'METRIC_FNS', 'COMPARISONS', 'check_labels', 'screen_splits', 'class_names',
            'screen_diagrams', 'pixel_features', 'histogram_features', 'diagram_features', 'screen_features',
            'logistic_probe', 'auc_many', 'acc_many', 'bootstrap_indices', 'bootstrap_ci', 'paired_permutation_test',
-           'verdict', 'check_out_dir', 'ScreenResult', 'plot_screen', 'screen']
+           'verdict', 'check_out_dir', 'ScreenResult', 'plot_screen', 'ScreenSettings', 'screen']
 
 # %% ../nbs/47_screen.ipynb #s006
 def check_labels(splits:dict, # {'train'|'val'|'test': (images, labels)}
@@ -73,7 +73,7 @@ def screen_diagrams(images, # (N,H,W) or (N,H,W,3) images of one split
                     progress:bool=False,
                    ) -> dict:
     "{'sublevel': DiagramSet, 'superlevel': DiagramSet} of every image on its ROI."
-    return {f: compute_diagrams(images, masks, n_jobs=n_jobs, superlevel=f == 'superlevel', progress=progress)
+    return {f: compute_diagrams(images, masks, superlevel=f == 'superlevel', engine=EngineSettings(n_jobs=n_jobs, progress=progress))
             for f in FILTRATIONS}
 
 # %% ../nbs/47_screen.ipynb #s015
@@ -377,24 +377,31 @@ def plot_screen(images, # (N,H,W) or (N,H,W,3) images of one split (the training
     return fig
 
 # %% ../nbs/47_screen.ipynb #s038
+@dataclass
+class ScreenSettings:
+    "How `screen` measures: the ROIs, how many images, the resamples of its intervals and tests, workers, the figure."
+    roi:object = 'otsu'       # ROI extractor: 'otsu', 'full', 'sam' or an `ROIExtractor`
+    limit:int|None = None     # at most this many images per split (the first ones)
+    n_boot:int = 1000         # bootstrap resamples of the test images (intervals)
+    n_perm:int = 2000         # permutations of the paired test
+    seed:int = 0              # of the resamples
+    n_jobs:int = -1           # persistence worker processes (-1: all cores when worth it)
+    figure:bool = True        # draw `plot_screen`
+    progress:bool = False
+
 def screen(dataset:str='synthetic', # a `topocl.data.load_dataset` name
            root=None, # data folder; default $TOPOCL_DATA
            size:int=28, # image side in pixels
-           roi='otsu', # ROI extractor: 'otsu', 'full', 'sam' or an `ROIExtractor`
-           limit:int|None=None, # at most this many images per split
            out_dir=None, # where report.md, screen.png and the tables go; None = nothing written
-           n_boot:int=1000, # bootstrap resamples of the test images (intervals)
-           n_perm:int=2000, # permutations of the paired test
-           seed:int=0, # of the resamples
-           n_jobs:int=-1, # persistence worker processes (-1: all cores when worth it)
-           figure:bool=True, # draw `plot_screen`
-           progress:bool=False,
+           settings:ScreenSettings|None=None, # ROIs, limit, resamples, workers, figure (default: `ScreenSettings()`)
            **kw, # more `load_dataset` keywords
           ) -> ScreenResult:
     "Does the ROI's topology carry class signal? Linear probes of pixels, histograms and diagram vectors, tested."
+    opts = settings or ScreenSettings()
+    limit, n_boot, n_perm, seed, progress = opts.limit, opts.n_boot, opts.n_perm, opts.seed, opts.progress
     # every cheap check before the first folder is made or image loaded
     _check_request(dataset, limit=limit, n_boot=n_boot, n_perm=n_perm)
-    ex = get_extractor(roi)
+    ex = get_extractor(opts.roi)
     if out_dir is not None: check_out_dir(out_dir)
     sec, t0 = {}, time.perf_counter()
     def lap(name):
@@ -402,7 +409,7 @@ def screen(dataset:str='synthetic', # a `topocl.data.load_dataset` name
         t = time.perf_counter(); sec[name] = t - t0; t0 = t
     splits = screen_splits(dataset, root, size, limit, **kw); lap('load')
     masks = {s: compute_rois(x, ex, progress=progress).masks for s, (x, _) in splits.items()}; lap('roi')
-    dgms = {s: screen_diagrams(x, masks[s], n_jobs, progress) for s, (x, _) in splits.items()}; lap('diagrams')
+    dgms = {s: screen_diagrams(x, masks[s], opts.n_jobs, progress) for s, (x, _) in splits.items()}; lap('diagrams')
     feats = {s: screen_features(x, masks[s], dgms[s]) for s, (x, _) in splits.items()}; lap('features')
     (_, ytr), (_, yva), (_, yte) = (splits[s] for s in _data.SPLITS)
     fits = {k: logistic_probe((feats['train'][k], ytr), (feats['val'][k], yva), feats['test'][k]) for k in FEATURE_SETS}
@@ -423,7 +430,7 @@ def screen(dataset:str='synthetic', # a `topocl.data.load_dataset` name
     info = dict(dataset=dataset, size=size, roi=ex.name, limit=limit, images={s: len(y) for s, (_, y) in splits.items()},
                 classes=class_names(dataset, C), points_per_image=points, n_boot=n_boot, n_perm=n_perm, seed=seed)
     fig = None
-    if figure: fig = plot_screen(splits['train'][0], ytr, dgms['train'], masks['train'], info['classes']); lap('figure')
+    if opts.figure: fig = plot_screen(splits['train'][0], ytr, dgms['train'], masks['train'], info['classes']); lap('figure')
     res = ScreenResult(info, pd.DataFrame(rows), pd.DataFrame(cmps), sec, fig)
     if out_dir is not None: res.save(out_dir)
     return res

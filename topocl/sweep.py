@@ -249,6 +249,7 @@ class SlurmOptions:
     cpus_per_task:int = 10        # DataLoader workers compute the diagrams: about 5 cores per GPU at 224 px
     mem_gb:int = 64
     job_name:str = 'topocl'
+    wait:bool|None = None         # wait for the array's tasks to finish (None: yes, except on SLURM)
 
 class SweepTask(submitit.helpers.Checkpointable):
     "One array task: `execute_run` of a manifest row; requeued by submitit after a time limit or preemption."
@@ -318,9 +319,8 @@ def sweep(grid:Grid|str,               # a `Grid`, a preset name or a YAML file
           executor:str='local',        # 'local', 'slurm' or 'submitit-local'
           jobs:int=1,                  # local: runs at once
           runner:str='papermill',      # 'papermill' (the executed notebook is kept) or 'python'
-          options:SlurmOptions|None=None,
+          options:SlurmOptions|None=None, # what each array task asks for, and whether to wait for the array
           dry_run:bool=False,          # print the manifest (and the sbatch file) and stop
-          wait:bool|None=None,         # wait for the array's tasks (default: yes except on SLURM)
           say=print,
          )->pd.DataFrame:
     "Expand a grid, save its manifest and execute the runs not done yet; the manifest with each run's status."
@@ -337,5 +337,5 @@ def sweep(grid:Grid|str,               # a `Grid`, a preset name or a YAML file
         return manifest
     save_manifest(manifest.drop(columns='status'), results)
     if todo and executor == 'local': _local(todo, results, runner, jobs, say)
-    elif todo: _array(todo, results, runner, executor, options, say, executor != 'slurm' if wait is None else wait)
+    elif todo: _array(todo, results, runner, executor, options, say, executor != 'slurm' if options.wait is None else options.wait)
     return with_status(manifest, results)

@@ -16,7 +16,7 @@ from .folders import RunFolder
 from .lock import FolderLock
 from .roi import get_extractor, compute_rois
 from .persistence import TokenMaker
-from .augment import VisualAugment, TopoAugment, Calibration, calibrate
+from .augment import VisualAugment, TopoAugment, Calibration, CalibrationSettings, calibrate
 from .model import TopoCLModel, save_checkpoint, load_pretrained
 from .methods import make_method
 from .moe import MoEOutput, BALANCE_TERMS, balance_terms
@@ -26,8 +26,8 @@ from .config import *
 from .runtime import *
 from .views import *
 # NonFiniteLossError is raised by the NaN guard; importing it here keeps `topocl.train.NonFiniteLossError` working
-from .callbacks import (StepInfo, NonFiniteLossError, NonFiniteGuard, ProgressBar, Checkpointer, ConsoleLog, KNNMonitor,
-                              TensorBoardLog)
+from .callbacks import (StepInfo, TrainState, NonFiniteLossError, NonFiniteGuard, ProgressBar, Checkpointer, ConsoleLog,
+                              KNNMonitor, TensorBoardLog)
 
 # %% auto #0
 __all__ = ['STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'STAGE3_PARTS', 'load_training_images', 'training_rois',
@@ -78,9 +78,9 @@ def ensure_calibration(cfg:Config, images, masks, info:DistInfo|None=None)->Cali
         n = min(cfg.augment.calib_samples, len(images))
         if info.is_main: print(f"calibrating topology-aware augmentations on {n} images -> {path}", flush=True)
         idx = np.random.default_rng(cfg.seed).choice(len(images), n, replace=False)
-        cal = calibrate(np.asarray(images[np.sort(idx)]), np.stack([masks[int(i)] for i in np.sort(idx)]), n_images=n,
-                        seed=cfg.seed, exact=cfg.augment.calib_exact, n_jobs=max(1, cfg.num_workers),
-                        bands=config_bands(cfg), persistence=cfg.persistence,
+        settings = CalibrationSettings(n_images=n, seed=cfg.seed, bands=config_bands(cfg), exact=cfg.augment.calib_exact)
+        cal = calibrate(np.asarray(images[np.sort(idx)]), np.stack([masks[int(i)] for i in np.sort(idx)]), settings,
+                        cfg.persistence, n_jobs=max(1, cfg.num_workers),
                         meta=dict(dataset=cfg.data.name, split=cfg.data.split, size=cfg.data.size, roi=cfg.roi.extractor))
         cal.save(path); return cal
     return check_calibration_matches(cfg, _rank0_first(info, make), path)
@@ -358,7 +358,7 @@ class Trainer:
         if self.info.is_main: print(f"[stage {self.stage}] {msg}", flush=True)
 
     def _call(self, hook:str, *args):
-        for cb in self.callbacks: getattr(cb, hook)(self, *args)
+        for cb in self.callbacks: getattr(cb, hook)(self.state, *args)
 
     def _fit(self, resume, max_epochs):
         ck = self._resume_point(resume)
@@ -395,48 +395,66 @@ class Trainer:
 
     def setup(self, ck:dict|None=None):
         "Model, method, data loader, optimiser, schedule and scaler of the stage; the state of `ck` if resuming."
-        cfg, info, t = self.cfg, self.info, self.cfg.train
+        t, info = self.cfg.train, self.info
         if t.batch_size % info.world_size:
             raise ValueError(f"train.batch_size={t.batch_size} is not divisible by the {info.world_size} processes")
-        seed_everything(cfg.seed)   # same initial weights in every process
-        self.parts = parts = build_stage(self.stage, cfg, info)
-        method = parts.method.to(info.device)
+        seed_everything(self.cfg.seed)   # same initial weights in every process
+        self.parts = build_stage(self.stage, self.cfg, info)
+        self.method, self.ddp = self._place(self.parts.method, ck)
+        self.sampler, self.loader, self.steps = self._data(self.parts)
+        self.opt, self.sched, self.scaler = self._optimizer(self.method)
+        self.start, self.metrics = 0, []
+        if ck is not None: self._restore(ck)
+        self.state = TrainState(self.stage, self.cfg, self.folder, self.epochs, self.steps, info.is_main, info.device,
+                                self.method, self.scaler.is_enabled(), self.log, self.save_checkpoint)
+
+    def _place(self, method:nn.Module, ck:dict|None)->tuple:
+        "The method on this process's device (channels-last, SyncBN under DDP; resumed weights), and its DDP wrapper."
+        t, info = self.cfg.train, self.info
+        method = method.to(info.device)
         if t.channels_last: method = method.to(memory_format=torch.channels_last)
         set_tf32(t.tf32)
         if info.distributed and info.device.type == 'cuda': method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
         if ck is not None: method.load_state_dict(ck['method'])
-        self.method = method
-        self.ddp = nn.parallel.DistributedDataParallel(
-            method, device_ids=[info.device.index] if info.device.type == 'cuda' else None) if info.distributed else method
+        if not info.distributed: return method, method
+        return method, nn.parallel.DistributedDataParallel(method, device_ids=[info.device.index] if info.device.type == 'cuda' else None)
+
+    def _data(self, parts:StageParts)->tuple:
+        "This process's epoch sampler, its loader, and the optimizer steps per epoch."
+        cfg, info, t = self.cfg, self.info, self.cfg.train
         per_rank = t.batch_size // info.world_size
-        self.sampler = EpochSampler(parts.dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                    seed=cfg.seed, drop_last=True)
-        self.steps = len(self.sampler) // per_rank
-        if self.steps == 0:
-            raise ValueError(f"train.batch_size={t.batch_size} is larger than the {len(parts.dataset)} training images")
-        self.loader = DataLoader(parts.dataset, batch_size=per_rank, sampler=self.sampler, drop_last=True,
-                                 num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
-                                 pin_memory=info.device.type == 'cuda', collate_fn=parts.collate,
-                                 generator=torch.Generator().manual_seed(cfg.seed))
+        sampler = EpochSampler(parts.dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed,
+                               drop_last=True)
+        steps = len(sampler) // per_rank
+        if steps == 0: raise ValueError(f"train.batch_size={t.batch_size} is larger than the {len(parts.dataset)} training images")
+        loader = DataLoader(parts.dataset, batch_size=per_rank, sampler=sampler, drop_last=True, num_workers=cfg.num_workers,
+                            persistent_workers=cfg.num_workers > 0, pin_memory=info.device.type == 'cuda',
+                            collate_fn=parts.collate, generator=torch.Generator().manual_seed(cfg.seed))
+        return sampler, loader, steps
+
+    def _optimizer(self, method:nn.Module)->tuple:
+        "AdamW (stage 3: a group per part), the per-step warmup-cosine schedule and float16's GradScaler."
+        cfg, t = self.cfg, self.cfg.train
         total, warm = self.epochs * self.steps, round(t.warmup_epochs * self.steps)
         self.params = [p for p in method.parameters() if p.requires_grad]
         groups = stage3_param_groups(method, cfg) if self.stage == 3 else _param_groups(method, t.weight_decay)
-        self.opt = torch.optim.AdamW(groups, lr=t.lr)
+        opt = torch.optim.AdamW(groups, lr=t.lr)
         self.clip_norm = cfg.stage3.clip_norm if self.stage == 3 and cfg.stage3.clip_norm is not None else t.clip_norm
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, partial(warmup_cosine, total_steps=total, warmup_steps=warm))
-        self.amp_dtype = autocast_dtype(t, info.device)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, partial(warmup_cosine, total_steps=total, warmup_steps=warm))
+        self.amp_dtype = autocast_dtype(t, self.info.device)
         self.amp = self.amp_dtype is not None
-        self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp_dtype == torch.float16)  # bfloat16 needs no scaling
-        self.start, self.metrics = 0, []
-        if ck is not None:
-            self.opt.load_state_dict(ck['optimizer']); self.sched.load_state_dict(ck['scheduler'])
-            self.scaler.load_state_dict(ck['scaler'])
-            self.start, self.metrics, rng = ck['epoch'], list(ck['metrics']), ck['rng']
-            if len(rng) != info.world_size:
-                warnings.warn(f"checkpoint written by {len(rng)} process(es), resuming with {info.world_size}: "
-                              "the random streams differ from an uninterrupted run")
-            set_rng_states(rng[info.rank % len(rng)])
-            self.log(f"resuming from {self.ckpt_path} after epoch {self.start}/{self.epochs}")
+        return opt, sched, torch.amp.GradScaler('cuda', enabled=self.amp_dtype == torch.float16)  # bfloat16 needs no scaling
+
+    def _restore(self, ck:dict):
+        "Optimiser, schedule, scaler, metrics and random states of a checkpoint."
+        self.opt.load_state_dict(ck['optimizer']); self.sched.load_state_dict(ck['scheduler'])
+        self.scaler.load_state_dict(ck['scaler'])
+        self.start, self.metrics, rng = ck['epoch'], list(ck['metrics']), ck['rng']
+        if len(rng) != self.info.world_size:
+            warnings.warn(f"checkpoint written by {len(rng)} process(es), resuming with {self.info.world_size}: "
+                          "the random streams differ from an uninterrupted run")
+        set_rng_states(rng[self.info.rank % len(rng)])
+        self.log(f"resuming from {self.ckpt_path} after epoch {self.start}/{self.epochs}")
 
     def train_epoch(self, epoch:int)->dict:
         "One pass over the training images; returns (and records) the epoch's metrics row."
