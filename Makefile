@@ -4,13 +4,17 @@
 # one torch/OpenMP thread per process: two notebooks (and two pytest workers) run at once, and oversubscribed
 # threads made the suite several times slower on 2 cores; --dist loadfile keeps a test file on one worker, so the
 # fixtures a file shares (a tiny trained run, a tiny sweep) are built once
+# the lessons show real MedMNIST images where $TOPOCL_DATA names a folder holding them (`topocl.data.example_data`,
+# else the synthetic set); in the project's workspace the official files sit beside the checkout
+SHARED_DATA := $(wildcard $(CURDIR)/../shared/data/medmnist)
+
 test:
-	OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing
+	TOPOCL_DATA=$${TOPOCL_DATA:-$(SHARED_DATA)} OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing
 	OMP_NUM_THREADS=1 pytest -q -n 2 --dist loadfile
 
 # also the cells and tests marked slow (minutes on 2 cores)
 test-slow:
-	OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing --flags slow
+	TOPOCL_DATA=$${TOPOCL_DATA:-$(SHARED_DATA)} OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing --flags slow
 	OMP_NUM_THREADS=1 pytest -q -n 2 --dist loadfile --runslow
 
 export:
@@ -30,5 +34,5 @@ docs-preview:
 # run the lesson notebooks and store the outputs a reader should see (figures, tables, short prints), as the
 # docs site and GitHub show them: after changing what a lesson draws or prints
 outputs:
-	MPLBACKEND= OMP_NUM_THREADS=1 python scripts/store_outputs.py
+	TOPOCL_DATA=$${TOPOCL_DATA:-$(SHARED_DATA)} MPLBACKEND= OMP_NUM_THREADS=1 python scripts/store_outputs.py
 	nbdev_clean

@@ -16,7 +16,7 @@ import torch
 from medmnist.info import INFO as MEDMNIST_INFO
 
 # %% auto #0
-__all__ = ['BT601', 'SYNTHETIC_CLASSES', 'SYNTHETIC_SIZES', 'SYNTHETIC_VERSION', 'SPLITS', 'default_cache_dir', 'data_root', 'atomic_write', 'save_npy_atomic', 'save_json_atomic', 'check_image', 'as_float_image', 'image_tensor', 'to_float', 'to_gray', 'SyntheticSet', 'make_synthetic', 'synthetic_dir', 'load_synthetic', 'save_synthetic', 'MEDMNIST_FLAGS', 'MEDMNIST_SIZES', 'medmnist_file', 'load_medmnist', 'make_fake_medmnist', 'ISIC2019_CLASSES', 'ISIC2019_CSV', 'ISIC2019_IMAGES', 'KVASIR_CLASSES', 'IMAGE_SUFFIXES', 'isic2019_items', 'kvasir_items', 'stratified_split', 'load_isic2019', 'load_kvasir', 'make_fake_isic2019', 'make_fake_kvasir', 'DATASETS', 'FOLDER_CHANNELS', 'load_dataset', 'ImageDataset', 'describe_dataset', 'prepare_dataset', 'register_dataset', 'split_cache_key', 'dataset_channels']
+__all__ = ['BT601', 'SYNTHETIC_CLASSES', 'SYNTHETIC_SIZES', 'SYNTHETIC_VERSION', 'SPLITS', 'default_cache_dir', 'data_root', 'atomic_write', 'save_npy_atomic', 'save_json_atomic', 'check_image', 'as_float_image', 'image_tensor', 'to_float', 'to_gray', 'SyntheticSet', 'make_synthetic', 'synthetic_dir', 'load_synthetic', 'save_synthetic', 'MEDMNIST_FLAGS', 'MEDMNIST_SIZES', 'medmnist_file', 'example_data', 'load_medmnist', 'make_fake_medmnist', 'ISIC2019_CLASSES', 'ISIC2019_CSV', 'ISIC2019_IMAGES', 'KVASIR_CLASSES', 'IMAGE_SUFFIXES', 'isic2019_items', 'kvasir_items', 'stratified_split', 'load_isic2019', 'load_kvasir', 'make_fake_isic2019', 'make_fake_kvasir', 'DATASETS', 'FOLDER_CHANNELS', 'load_dataset', 'ImageDataset', 'describe_dataset', 'prepare_dataset', 'register_dataset', 'split_cache_key', 'dataset_channels']
 
 # %% ../nbs/00_data.ipynb #0006
 def default_cache_dir()->Path:
@@ -298,6 +298,15 @@ def medmnist_file(flag:str, size:int=28, root=None)->Path:
     "Where the npz file of `flag` at `size` px is expected: `<root>/<flag>.npz` or `<root>/<flag>_<size>.npz`."
     _check_flag_size(flag, size)
     return data_root(root)/(f'{flag}.npz' if size == 28 else f'{flag}_{size}.npz')
+
+# %% ../nbs/00a_medmnist.ipynb #30ad2e1a
+def example_data(flag:str='breastmnist', # the MedMNIST 2D flag a lesson would like to show
+                 size:int=28,            # its image side
+                )->tuple:
+    "(name, root) of a lesson's data: `flag` from $TOPOCL_DATA when that folder holds its file, else ('synthetic', None)."
+    root = os.environ.get('TOPOCL_DATA')
+    if root and medmnist_file(flag, size, root).is_file(): return flag, root
+    return 'synthetic', None
 
 # %% ../nbs/00a_medmnist.ipynb #0036
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError)
