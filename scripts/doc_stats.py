@@ -13,7 +13,7 @@ import argparse, json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HIDDEN = ('export', 'exporti', 'exports', 'hide')
+HIDDEN = ('export', 'exporti', 'exports', 'hide', 'default_exp')   # not shown on the site
 # folders that exist only on the machine that ran a notebook
 MACHINE_PATHS = re.compile(r"(/tmp/[\w.-]+/|\.\./shared/|/work/|/root/|/home/\w+/|pytest-of-)")
 

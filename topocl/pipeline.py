@@ -27,8 +27,9 @@ from .features import FeatureOptions, extract_features, preprocess, effective_ra
 __all__ = ['TEST_METRICS', 'VARIANTS', 'CONTROLS', 'REPRESENTATIONS', 'PROBES', 'COMPUTE', 'check_variants', 'is_main_process',
            'seed_config', 'stage_flops', 'equal_time_epochs', 'train_variants', 'run_seconds', 'compute_of',
            'probe_tokens', 'probe_features', 'probe_variants', 'run_seed', 'choose_headline', 'compare_controls',
-           'variants_text', 'comparison_text', 'gate_table', 'run_experiment', 'stage3_start', 'fusion_diagnosis',
-           'fusion_layers', 'probe_layers', 'stage3_ablation', 'ablation_table', 'plot_ablation', 'demo']
+           'variants_text', 'comparison_text', 'gate_table', 'run_experiment', 'plot_variants', 'plot_stage3',
+           'stage3_start', 'fusion_diagnosis', 'fusion_layers', 'probe_layers', 'stage3_ablation', 'ablation_table',
+           'plot_ablation', 'demo']
 
 # %% ../nbs/45_pipeline.ipynb #0006
 TEST_METRICS = ('test_acc', 'test_auc')  # what the paper reports: accuracy and macro AUC on the test split
@@ -266,6 +267,55 @@ def run_experiment(cfg:Config,               # the experiment's spec (`resolve_c
         if verbose: print(f'\n{text}\n\n{len(seeds)} seed(s), {time.perf_counter()-t0:.0f} s; results in {out}')
         return dict(records=res, comparison=comparison, gates=gates, headline=head, table=text,
                     files=[str(f) for f in files], seconds=time.perf_counter() - t0)
+
+# %% ../nbs/45_pipeline.ipynb #6b07eb04
+def _label(metric:str)->str: return metric.replace('test_', 'test ').replace('val_', 'validation ').replace('acc', 'ACC').replace('auc', 'AUC')
+
+def plot_variants(results:pd.DataFrame, # records of `run_experiment` (its results.json): variant, seed, the metrics, headline
+                  metrics=TEST_METRICS,
+                  title:str|None=None,
+                 ):
+    "Every variant's test metrics: the mean over seeds (bar) and each seed (dot); TopoCL's headline outlined."
+    import matplotlib.pyplot as plt
+    order = [v for v in VARIANTS if v in set(results.variant)]
+    head = set(results.variant[results.headline]) if 'headline' in results else set()
+    colour = lambda v: 'tab:orange' if v.startswith('topocl') else 'tab:green' if v.startswith('ph-') else 'tab:blue'
+    fig, axs = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 0.38 * len(order) + 1.3), sharey=True)
+    for ax, m in zip(np.atleast_1d(axs), metrics):
+        y, pct = np.arange(len(order)), 100 * results[m]
+        ax.barh(y, pct.groupby(results.variant).mean().reindex(order), color=[colour(v) for v in order], alpha=0.75,
+                edgecolor=['black' if v in head else 'none' for v in order], linewidth=1.8)
+        for k, v in enumerate(order): ax.plot(pct[results.variant == v], np.full((results.variant == v).sum(), k), 'k.', ms=6)
+        ax.set_xlim(max(0.0, pct.min() - 5), min(100.0, pct.max() + 2))   # the range the variants differ in
+        ax.set_yticks(y, order, fontsize=10); ax.set_xlabel(f'{_label(m)} (%)', fontsize=10); ax.grid(axis='x', alpha=0.3)
+    axs = np.atleast_1d(axs); axs[0].invert_yaxis()
+    n = results.groupby('variant').seed.nunique().max()
+    fig.suptitle(title or f"mean over {n} seed(s) (bar) and each seed (dot); outlined: TopoCL's headline, chosen on validation",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+def plot_stage3(metrics:pd.DataFrame, # a stage-3 `metrics.csv` (its `eff_rank` is there when the kNN monitor was on)
+                title:str|None=None,
+               ):
+    "Stage 3 epoch by epoch: the gate's mean weight per expert on the training batches, and the effective rank of the fused features."
+    import matplotlib.pyplot as plt
+    gates = [c for c in metrics.columns if c.startswith('train_gate_')]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.3))
+    for c in gates: a.plot(metrics.epoch, metrics[c], marker='o', label=c[len('train_gate_'):])
+    a.set_ylim(0, max(0.5, 1.15 * float(metrics[gates].max().max())) if gates else 1)
+    a.set_xlabel('stage-3 epoch', fontsize=10); a.set_ylabel('mean gate weight (training batches)', fontsize=10)
+    if gates: a.legend(fontsize=9, ncol=2, loc='upper left', frameon=False)
+    if 'eff_rank' in metrics:
+        b.plot(metrics.epoch, metrics.eff_rank, marker='o', color='tab:purple')
+        b.set_ylim(0, 1.15 * float(metrics.eff_rank.max()))
+        b.set_ylabel('effective rank of the fused features (val)', fontsize=10)
+    else: b.text(0.5, 0.5, 'no effective rank: train with monitor.every=1', ha='center', va='center', fontsize=10)
+    b.set_xlabel('stage-3 epoch', fontsize=10)
+    for ax in (a, b): ax.set_xticks(metrics.epoch); ax.grid(alpha=0.3)
+    if title: fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/45_pipeline.ipynb #55fceb22
 def stage3_start(cfg:Config)->TopoCLModel:
