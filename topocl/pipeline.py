@@ -277,13 +277,15 @@ def plot_variants(results:pd.DataFrame, # records of `run_experiment` (its resul
                  ):
     "Every variant's test metrics: the mean over seeds (bar) and each seed (dot); TopoCL's headline outlined."
     import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
     order = [v for v in VARIANTS if v in set(results.variant)]
     head = set(results.variant[results.headline]) if 'headline' in results else set()
     colour = lambda v: 'tab:orange' if v.startswith('topocl') else 'tab:green' if v.startswith('ph-') else 'tab:blue'
     fig, axs = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 0.38 * len(order) + 1.3), sharey=True)
     for ax, m in zip(np.atleast_1d(axs), metrics):
         y, pct = np.arange(len(order)), 100 * results[m]
-        ax.barh(y, pct.groupby(results.variant).mean().reindex(order), color=[colour(v) for v in order], alpha=0.75,
+        # the colours' own alpha: an `alpha=` argument would also make the 'none' edges visible
+        ax.barh(y, pct.groupby(results.variant).mean().reindex(order), color=[to_rgba(colour(v), 0.75) for v in order],
                 edgecolor=['black' if v in head else 'none' for v in order], linewidth=1.8)
         for k, v in enumerate(order): ax.plot(pct[results.variant == v], np.full((results.variant == v).sum(), k), 'k.', ms=6)
         ax.set_xlim(max(0.0, pct.min() - 5), min(100.0, pct.max() + 2))   # the range the variants differ in
