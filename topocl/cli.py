@@ -103,7 +103,8 @@ def cmd_calibrate(args):
     summary = cal.summary()
     cols = ['entry', 'level', 'admissible', 'max_median_r', 'check_median', 'check_inside', 'ranges']
     print(summary[cols].to_string(index=False))
-    return dict(file=str(args.out or augment.default_calibration_path(args.dataset, args.split, args.roi, args.size)),
+    # the file run_calibration wrote: named from the resolved spec, which --set may have changed
+    return dict(file=str(args.out or augment.default_calibration_path(d.name, d.split, args.roi, d.size, data.rgb)),
                 admissible={lv: len(cal.admissible(lv)) for lv in cal.bands})
 
 def _add_calibrate(sub):

@@ -282,7 +282,8 @@ def plot_variants(results:pd.DataFrame, # records of `run_experiment` (its resul
     head = set(results.variant[results.headline]) if 'headline' in results else set()
     colour = lambda v: 'tab:orange' if v.startswith('topocl') else 'tab:green' if v.startswith('ph-') else 'tab:blue'
     fig, axs = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 0.38 * len(order) + 1.3), sharey=True)
-    for ax, m in zip(np.atleast_1d(axs), metrics):
+    axs = np.atleast_1d(axs)
+    for ax, m in zip(axs, metrics):
         y, pct = np.arange(len(order)), 100 * results[m]
         # the colours' own alpha: an `alpha=` argument would also make the 'none' edges visible
         ax.barh(y, pct.groupby(results.variant).mean().reindex(order), color=[to_rgba(colour(v), 0.75) for v in order],
@@ -290,7 +291,7 @@ def plot_variants(results:pd.DataFrame, # records of `run_experiment` (its resul
         for k, v in enumerate(order): ax.plot(pct[results.variant == v], np.full((results.variant == v).sum(), k), 'k.', ms=6)
         ax.set_xlim(max(0.0, pct.min() - 5), min(100.0, pct.max() + 2))   # the range the variants differ in
         ax.set_yticks(y, order, fontsize=10); ax.set_xlabel(f'{_label(m)} (%)', fontsize=10); ax.grid(axis='x', alpha=0.3)
-    axs = np.atleast_1d(axs); axs[0].invert_yaxis()
+    axs[0].invert_yaxis()
     n = results.groupby('variant').seed.nunique().max()
     fig.suptitle(title or f"mean over {n} seed(s) (bar) and each seed (dot); outlined: TopoCL's headline, chosen on validation",
                  fontsize=10)
