@@ -87,7 +87,8 @@ DDP_SCRIPT = textwrap.dedent('''
     x = torch.full((4,), float(rank + 1), device=dev); dist.all_reduce(x)
     parts = [torch.zeros(2, device=dev) for _ in range(world)]; dist.all_gather(parts, torch.full((2,), float(rank), device=dev))
     t0 = time.perf_counter()
-    tr = T.Trainer(1, cfg); res = tr.fit()
+    info = T.init_distributed(cfg.device)   # joins the group started above
+    tr = T.Trainer(T.build_stage(1, cfg, info), cfg, info=info); res = tr.fit()
     params = dict(tr.method.named_parameters())
     out = dict(rank=rank, world=world, backend=str(dist.get_backend()), all_reduce=float(x[0]),
                all_gather=[float(p[0]) for p in parts], complete=res.complete, loss=[m['loss'] for m in res.metrics],
@@ -252,10 +253,10 @@ def sec_amp(ctx:Ctx)->dict:
                                     {'train.amp': dtype is not None, 'train.amp_dtype': dtype or 'auto',
                                      'train.channels_last': cl, 'train.tf32': tf32})
             _tf32(tf32_before)
-            tr = Trainer(3, cfg)
-            if not ctx.cuda and dtype: tr.cpu_amp = getattr(torch, dtype)
             t0 = time.perf_counter()
             try:
+                tr = Trainer(T.build_stage(3, cfg), cfg)
+                if not ctx.cuda and dtype: tr.cpu_amp = getattr(torch, dtype)
                 with _quiet_warnings(): tr.fit()
                 losses = getattr(tr, 'losses', [])
                 ok = bool(losses) and all(math.isfinite(l) for l in losses)

@@ -77,7 +77,7 @@ def model_step_imgs(stage, cfg, repeats=3):
 
 def end_to_end(stage, cfg):
     "The second epoch of a real two-epoch run: (images/s, fraction of time waiting for data)."
-    res = T.Trainer(stage, cfg).fit()
+    res = T.train_stage(stage, cfg)
     m = res.metrics[-1]
     return m['img_per_s'], m['data_wait']
 

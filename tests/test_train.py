@@ -226,7 +226,7 @@ class NaNAt(T.Trainer):
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     cfg = T.tiny_config(tmp_path / 'n', epochs=3)
     with pytest.raises(T.NonFiniteLossError, match=r"stage 1: loss is nan at epoch 2, step 1/2") as e:
-        NaNAt(1, cfg).fit()
+        NaNAt(T.build_stage(1, cfg), cfg).fit()
     assert 'checkpoint.pt (epoch 1)' in str(e.value)
     d = T.stage_dir(cfg, 1)
     ck = torch.load(d / 'checkpoint.pt', weights_only=False)
@@ -242,7 +242,7 @@ def test_nan_in_first_epoch(tmp_path):
     NaNAt.at = (1, 2)
     try:
         with pytest.raises(T.NonFiniteLossError, match='epoch 1, step 2/2.*no checkpoint was written'):
-            NaNAt(1, cfg).fit()
+            NaNAt(T.build_stage(1, cfg), cfg).fit()
     finally: NaNAt.at = (2, 1)
     assert not (T.stage_dir(cfg, 1) / 'checkpoint.pt').exists()
 
@@ -287,8 +287,10 @@ DDP_SCRIPT = textwrap.dedent('''
     class Spy(train.Trainer):
         def compute_loss(self, batch):
             batches.append(len(batch[0])); return super().compute_loss(batch)
-    tr = Spy(int(sys.argv[2]), train.load_config(sys.argv[1]))
-    res = tr.fit()
+    cfg = train.load_config(sys.argv[1])
+    with train.distributed(cfg.device) as info:   # the process group, around the parts and their trainer
+        tr = Spy(train.build_stage(int(sys.argv[2]), cfg, info), cfg, info=info)
+        res = tr.fit()
     params = dict(tr.method.named_parameters())   # buffers (BN running stats) stay per process on CPU
     out = dict(rank=int(os.environ['RANK']), world=int(os.environ['WORLD_SIZE']), batches=batches,
                gathered=gathered[:2], complete=res.complete,
@@ -417,7 +419,8 @@ def test_stage3_settings_reach_the_optimizer_and_the_logs(tmp_path, stages_1_2):
     over = {'stage3.lr_visual': 1e-5, 'stage3.lr_topology': 2e-4, 'stage3.lr_fusion': 5e-4, 'stage3.weight_decay': 1e-4,
             'stage3.clip_norm': 0.5, 'stage3.importance': 0.1, 'stage3.unimodal': 0.5, 'stage3.cross_modal': 0.5,
             'model.gate_temperature': 2.0, 'model.modality_dropout': 0.2}
-    tr = T.Trainer(3, T.apply_overrides(cfg, over))
+    cfg = T.apply_overrides(cfg, over)
+    tr = T.Trainer(T.build_stage(3, cfg), cfg)
     res = tr.fit()
     lrs = {g['part']: g['initial_lr'] for g in tr.opt.param_groups}
     assert lrs == {'fusion': 5e-4, 'visual': 1e-5, 'topology': 2e-4}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/30a_runtime.ipynb #6b581fd8
 from __future__ import annotations
-import math, os, random
+import contextlib, math, os, random
 from dataclasses import dataclass, field
 import numpy as np, torch
 import torch.distributed as dist
@@ -12,7 +12,7 @@ from .config import OptimConfig
 
 # %% auto #0
 __all__ = ['warmup_cosine', 'autocast_dtype', 'set_tf32', 'to_channels_last', 'sample_seed', 'seeded', 'seed_everything',
-           'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed']
+           'get_rng_states', 'set_rng_states', 'DistInfo', 'resolve_device', 'init_distributed', 'distributed']
 
 # %% ../nbs/30a_runtime.ipynb #0017
 def warmup_cosine(step:int,          # optimizer steps taken so far
@@ -111,3 +111,11 @@ def init_distributed(device:str='auto')->DistInfo:
         dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
         owns = True
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, dev, owns)
+
+@contextlib.contextmanager
+def distributed(device:str='auto'):
+    "`init_distributed` for the length of a block: yields the `DistInfo`, and leaves the process group it started."
+    info = init_distributed(device)
+    try: yield info
+    finally:
+        if info.owns_group and dist.is_initialized(): dist.destroy_process_group()

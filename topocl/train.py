@@ -32,10 +32,11 @@ from .callbacks import (StepInfo, TrainState, NonFiniteLossError, NonFiniteGuard
 # %% auto #0
 __all__ = ['STAGE_KINDS', 'METRIC_COLUMNS', 'RESUMABLE_CHANGES', 'STAGE3_PARTS', 'load_training_images', 'training_rois',
            'calibration_path', 'ensure_calibration', 'config_bands', 'check_calibration_matches', 'check_pretrained',
-           'StageParts', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save', 'write_metrics_csv',
-           'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks', 'stage3_param_groups',
-           'capture_fusion', 'unimodal_loss', 'cross_modal_loss', 'stage3_terms', 'stage3_loss', 'Trainer',
-           'train_stage', 'pretrain_visual', 'pretrain_topology', 'finetune', 'train_all']
+           'StageParts', 'stage_config', 'build_stage', 'stage_dir', 'stage_weights', 'atomic_torch_save',
+           'write_metrics_csv', 'load_checkpoint_file', 'TrainResult', 'EpochSampler', 'default_callbacks',
+           'stage3_param_groups', 'capture_fusion', 'unimodal_loss', 'cross_modal_loss', 'stage3_terms', 'stage3_loss',
+           'Trainer', 'check_resumable', 'stage_checkpoint', 'finished_stage', 'train_stage', 'pretrain_visual',
+           'pretrain_topology', 'finetune', 'train_all']
 
 # %% ../nbs/30c_trainer.ipynb #0036
 STAGE_KINDS = {1: 'visual', 2: 'topology', 3: 'fused'}
@@ -137,9 +138,16 @@ class StageParts:
         "Save the trained model (DINO: the teacher) with `topocl.model.save_checkpoint`."
         return save_checkpoint(self.method.probe_encoder, path, extra=dict(stage=self.stage, method=self.method.name, **self.extra))
 
+def stage_config(cfg:Config, stage:int)->Config:
+    "`cfg` validated for `stage`, with that stage's model part and epochs: one config serves the three stages."
+    validate_config(cfg, stage)
+    return replace(cfg, model=replace(cfg.model, kind=STAGE_KINDS[stage]), train=replace(cfg.train, epochs=epochs_of(cfg, stage)))
+
 def build_stage(stage:int, cfg:Config, info:DistInfo|None=None)->StageParts:
-    "Data, model and method of one stage, from the config."
+    "Data, model and method of one stage, from the config (seeded by `cfg.seed`: the same initial weights in every process)."
     info = info or DistInfo()
+    pretrained = check_pretrained(cfg) if stage == 3 else None   # fail before loading any data
+    seed_everything(cfg.seed)
     images = load_training_images(cfg)
     model = TopoCLModel(replace(cfg.model, kind=STAGE_KINDS[stage], k0=cfg.persistence.k0, k1=cfg.persistence.k1))
     if stage == 1:
@@ -153,9 +161,7 @@ def build_stage(stage:int, cfg:Config, info:DistInfo|None=None)->StageParts:
                  for v in (a.view1, a.view2)]
         ds = ViewDataset(images, *views, masks=masks, seed=cfg.seed, images_out=stage == 3,
                          tokens=TokenMaker(cfg.persistence, empty=a.empty_diagrams))
-    if stage == 3:
-        visual, topology = check_pretrained(cfg)
-        load_pretrained(model, visual=visual, topology=topology)
+    if stage == 3: load_pretrained(model, *pretrained)
     method = make_method(cfg.method.name, model, model.out_dim, projector=stage != 3, **cfg.method.params)
     # what a probe needs to make this model's inputs, so that the weights file is enough on its own
     d = cfg.data
@@ -187,12 +193,12 @@ def write_metrics_csv(rows:list, path)->Path:
         for r in rows: wr.writerow({k: r.get(k) for k in list(METRIC_COLUMNS) + extra})
     return Path(path)
 
-def load_checkpoint_file(path, map_location='cpu')->dict:
+def load_checkpoint_file(path, map_location='cpu', mmap:bool=False)->dict:
     "Read a training checkpoint (tensors and plain values only); FileNotFoundError or ValueError naming the file otherwise."
     import pickle
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try: ck = torch.load(path, map_location=map_location, weights_only=True)   # never runs code stored in the file
+    try: ck = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)   # never runs code stored in the file
     except pickle.UnpicklingError as e:
         raise ValueError(f"checkpoint {path} holds objects other than tensors and plain values, which a topocl training "
                          f"checkpoint never does (files from topocl before December 2026 stored NumPy's random state as "
@@ -310,17 +316,17 @@ def stage3_loss(loss:torch.Tensor, terms:dict, s:Stage3Config)->torch.Tensor:
 
 # %% ../nbs/30c_trainer.ipynb #0042
 class Trainer:
-    "Train one TopoCL stage from a validated config; `fit(resume=...)` runs it (under torchrun: DDP)."
+    "Train the parts of one stage (`build_stage`) as the config says; `fit(resume=...)` runs them (under torchrun: DDP)."
     def __init__(self,
-                 stage:int,       # 1 visual pretraining, 2 topology pretraining, 3 joint fine-tuning
-                 cfg:Config,      # the run's config (validated here)
+                 parts:StageParts,          # what is trained: the method (owning the model), the view dataset, the stage
+                 cfg:Config,                # how: `train` (optimiser, schedule, AMP), `stage3` (its terms), `out_dir` (the run folder)
                  callbacks:list|None=None,  # `topocl.callbacks.Callback`s; None: `default_callbacks(cfg)`
+                 info:DistInfo|None=None,   # this process's place in the process group; None: `init_distributed(cfg.device)`
                 ):
-        validate_config(cfg, stage)
-        # one model config serves the three stages; each stage records the part it trains
-        self.stage, self.cfg = stage, replace(cfg, model=replace(cfg.model, kind=STAGE_KINDS[stage]),
-                                              train=replace(cfg.train, epochs=epochs_of(cfg, stage)))
-        self.folder = RunFolder(cfg.out_dir).stage(stage)
+        self.parts, self.stage = parts, parts.stage
+        self.cfg = stage_config(cfg, self.stage)
+        self.info = info or init_distributed(self.cfg.device)
+        self.folder = RunFolder(cfg.out_dir).stage(self.stage)
         self.dir, self.ckpt_path, self.weights_path = self.folder.path, self.folder.checkpoint, self.folder.weights
         self.epochs = self.cfg.train.epochs
         self.callbacks = sorted(default_callbacks(cfg) if callbacks is None else list(callbacks), key=lambda c: c.order)
@@ -344,14 +350,9 @@ class Trainer:
             max_epochs:int|None=None,    # stop after this many epochs in this call (e.g. a time-limited job)
            )->TrainResult:
         "Train (or continue) this stage; returns where its outputs are."
-        if self.stage == 3: check_pretrained(self.cfg)   # fail before loading any data
-        self.info = info = init_distributed(self.cfg.device)
         # one writer per stage folder, taken before anything in it is read or written
-        lock = FolderLock(self.dir, what=f'training stage {self.stage}') if info.is_main else contextlib.nullcontext()
-        try:
-            with lock: return self._fit(resume, max_epochs)
-        finally:
-            if info.owns_group and dist.is_initialized(): dist.destroy_process_group()
+        lock = FolderLock(self.dir, what=f'training stage {self.stage}') if self.info.is_main else contextlib.nullcontext()
+        with lock: return self._fit(resume, max_epochs)
 
     def log(self, msg):
         "Print one line on rank 0, prefixed by the stage."
@@ -380,11 +381,10 @@ class Trainer:
     def _resume_point(self, resume):
         "The checkpoint to resume from (None: start afresh), or the `TrainResult` of a stage already complete."
         if resume and self.ckpt_path.is_file():
-            ck = load_checkpoint_file(self.ckpt_path)
-            self._check_resumable(ck)
-            if ck['epoch'] >= self.epochs and self.weights_path.is_file():
-                self.log(f"already complete ({ck['epoch']}/{self.epochs} epochs) in {self.dir}")
-                return TrainResult(self.stage, self.dir, ck['epoch'], True, self.weights_path, ck['metrics'])
+            ck = stage_checkpoint(self.cfg, self.stage)
+            if done := finished_stage(self.cfg, self.stage, ck):
+                self.log(f"already complete ({done.epochs_done}/{self.epochs} epochs) in {self.dir}")
+                return done
             if 'optimizer' not in ck:
                 raise ValueError(f"{self.ckpt_path}: the stage finished ({ck['epoch']} epochs) and its resume state was not kept "
                                  f"(keep_checkpoints=false), so it cannot continue; train it again (resume=False)")
@@ -398,8 +398,6 @@ class Trainer:
         t, info = self.cfg.train, self.info
         if t.batch_size % info.world_size:
             raise ValueError(f"train.batch_size={t.batch_size} is not divisible by the {info.world_size} processes")
-        seed_everything(self.cfg.seed)   # same initial weights in every process
-        self.parts = build_stage(self.stage, self.cfg, info)
         self.method, self.ddp = self._place(self.parts.method, ck)
         self.sampler, self.loader, self.steps = self._data(self.parts)
         self.opt, self.sched, self.scaler = self._optimizer(self.method)
@@ -514,16 +512,29 @@ class Trainer:
         atomic_torch_save(dict(stage=self.stage, epoch=epoch, metrics=self.metrics, config=config_to_dict(self.cfg),
                                world_size=self.info.world_size), self.ckpt_path)
 
-    def _check_resumable(self, ck):
-        "Refuse to resume a checkpoint of another stage or with a config that changes the run."
-        if ck.get('stage') != self.stage:
-            raise ValueError(f"{self.ckpt_path} is a stage {ck.get('stage')} checkpoint, not stage {self.stage}")
-        old, new = _flat(config_to_dict(config_from_dict(ck['config']))), _flat(config_to_dict(self.cfg))   # old layouts migrate
-        diff = [k for k in sorted(set(old) | set(new)) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)]
-        if diff:
-            raise ValueError(f"cannot resume {self.ckpt_path}: the config changed in "
-                             + ', '.join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in diff)
-                             + "; use the saved config.yaml or start a new out_dir")
+def check_resumable(ck:dict, cfg:Config, stage:int, path):
+    "Refuse to resume a checkpoint of another stage or with a config that changes the run."
+    if ck.get('stage') != stage: raise ValueError(f"{path} is a stage {ck.get('stage')} checkpoint, not stage {stage}")
+    old, new = _flat(config_to_dict(config_from_dict(ck['config']))), _flat(config_to_dict(cfg))   # old layouts migrate
+    diff = [k for k in sorted(set(old) | set(new)) if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)]
+    if diff:
+        raise ValueError(f"cannot resume {path}: the config changed in "
+                         + ', '.join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in diff)
+                         + "; use the saved config.yaml or start a new out_dir")
+
+def stage_checkpoint(cfg:Config, stage:int, mmap:bool=False)->dict|None:
+    "The stage's checkpoint under `cfg.out_dir` (None if it has none), checked to continue `cfg` (a `stage_config`)."
+    path = RunFolder(cfg.out_dir).stage(stage).checkpoint
+    if not path.is_file(): return None
+    ck = load_checkpoint_file(path, mmap=mmap)
+    check_resumable(ck, cfg, stage, path)
+    return ck
+
+def finished_stage(cfg:Config, stage:int, ck:dict|None)->TrainResult|None:
+    "The result of a stage its checkpoint `ck` marks complete (every epoch of `cfg` done, the weights saved), else None."
+    f = RunFolder(cfg.out_dir).stage(stage)
+    if ck is None or ck['epoch'] < cfg.train.epochs or not f.weights.is_file(): return None
+    return TrainResult(stage, f.path, ck['epoch'], True, f.weights, ck['metrics'])
 
 # %% ../nbs/30c_trainer.ipynb #0055
 def train_stage(stage:int,                       # 1, 2 or 3
@@ -531,10 +542,17 @@ def train_stage(stage:int,                       # 1, 2 or 3
                 overrides:dict|list|None=None,   # dotted-key overrides, e.g. {'train.epochs': 5}
                 resume:bool=False,               # continue from the stage's last checkpoint
                 max_epochs:int|None=None,        # stop after this many epochs in this call
+                callbacks:list|None=None,        # the trainer's callbacks; None: `default_callbacks(cfg)`
                )->TrainResult:
-    "Train one stage of TopoCL (DDP under torchrun); returns where its weights, checkpoint and metrics are."
+    "Train one stage of TopoCL (DDP under torchrun): `build_stage`, then `Trainer.fit`; a finished stage is not rebuilt."
     if not isinstance(cfg, Config): cfg = load_config(cfg)
-    return Trainer(stage, apply_overrides(cfg, overrides)).fit(resume=resume, max_epochs=max_epochs)
+    cfg = stage_config(apply_overrides(cfg, overrides), stage)
+    with distributed(cfg.device) as info:
+        # a checkpoint's small entries are read without its tensors (mmap): a finished stage returns at once
+        if resume and (done := finished_stage(cfg, stage, stage_checkpoint(cfg, stage, mmap=True))):
+            if info.is_main: print(f"[stage {stage}] already complete ({done.epochs_done} epochs) in {done.dir}", flush=True)
+            return done
+        return Trainer(build_stage(stage, cfg, info), cfg, callbacks, info).fit(resume=resume, max_epochs=max_epochs)
 
 def pretrain_visual(cfg, overrides=None, resume:bool=False)->TrainResult:
     "Stage 1: the visual encoder (the paper's baseline when used alone)."
