@@ -5,6 +5,7 @@
 # %% ../nbs/00_data.ipynb #0002
 from __future__ import annotations
 import os, json, zipfile, zlib, tempfile, hashlib, csv
+import functools
 from functools import partial
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,7 +118,8 @@ def image_tensor(image,              # numpy as for `check_image`, or a (C,H,W) 
         x = image if image.ndim == 3 + stacked else image.unsqueeze(-3)
     else:
         a = check_image(image, name, stacked)
-        x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(a if a.ndim == 3 + stacked else a[..., None], -1, -3)))
+        # a writable copy only where needed: torch warns on read-only arrays (memory-mapped or generated sets)
+        x = torch.from_numpy(np.require(np.moveaxis(a if a.ndim == 3 + stacked else a[..., None], -1, -3), requirements='CW'))
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
@@ -265,7 +267,7 @@ def load_synthetic(split:str,           # 'train', 'val' or 'test'
     _check_split(split)
     n = SYNTHETIC_SIZES[split] if n is None else n
     cached = _synthetic_cached(split, n, size=size, rgb=rgb, seed=seed, n_classes=n_classes, cache_dir=cache_dir)
-    return cached if cached is not None else _synthetic_split(split, n, size, rgb, seed, n_classes)
+    return cached if cached is not None else _generated_split(split, n, size, rgb, seed, n_classes)
 
 def _synthetic_cached(split, n, **kw):
     "The split memory-mapped from the cache if saved there with `n` images, else None."
@@ -276,6 +278,13 @@ def _synthetic_cached(split, n, **kw):
 
 def _synthetic_split(split, n, size, rgb, seed, n_classes):
     return make_synthetic(n, size=size, rgb=rgb, seed=3*seed + SPLITS.index(split), n_classes=n_classes)
+
+@functools.lru_cache(maxsize=6)
+def _generated_split(split, n, size, rgb, seed, n_classes)->SyntheticSet:
+    "A split generated once per process, its arrays read-only: every stage and probe of a run loads the same splits."
+    s = _synthetic_split(split, n, size, rgb, seed, n_classes)
+    for a in s: a.flags.writeable = False
+    return s
 
 def save_synthetic(split:str, size:int=28, rgb:bool=False, seed:int=0, n:int|None=None, n_classes:int=4,
                    cache_dir=None, # default `default_cache_dir()`

@@ -352,7 +352,11 @@ class Trainer:
         "Train (or continue) this stage; returns where its outputs are."
         # one writer per stage folder, taken before anything in it is read or written
         lock = FolderLock(self.dir, what=f'training stage {self.stage}') if self.info.is_main else contextlib.nullcontext()
-        with lock: return self._fit(resume, max_epochs)
+        try:
+            with lock: return self._fit(resume, max_epochs)
+        # the loader keeps its worker processes between epochs (`persistent_workers`): dropped here, they stop at
+        # once; left to the garbage collector, their stop could fall in the middle of an import and wait 5 s a loader
+        finally: self.loader = None
 
     def log(self, msg):
         "Print one line on rank 0, prefixed by the stage."
