@@ -57,6 +57,8 @@ def test_bad_config_value_names_the_field(tmp_path, capsys, isolated_env):
     assert rc == 2 and 'train.lr' in err and 'Traceback' not in err
     rc, err = here(capsys, 'pretrain-visual', '--preset', 'tiny', '--out-dir', tmp_path, '--set', 'train.nope=1')
     assert rc == 2 and 'train.nope' in err
+    rc, err = here(capsys, 'probe', tmp_path/'topocl.pt', '--set', 'train.lr=0.1')   # refused before the file is read
+    assert rc == 2 and 'train.lr: not a setting of topocl probe' in err and 'Traceback' not in err
 
 def test_finetune_without_pretraining_names_the_stage(tmp_path, capsys, isolated_env):
     rc, err = here(capsys, 'finetune', '--preset', 'tiny', '--out-dir', tmp_path)
@@ -103,7 +105,8 @@ def test_run_two_seeds_then_probe(tmp_path, tiny_run):
     x = load_config(out/'spec.yaml')     # the spec every later step reads, with the flags' values in it
     assert (x.experiment.seeds, x.experiment.probe_limit, x.experiment.probe_epochs, x.stage_epochs) == ([0, 1], 48, 5, [2, 1, 2])
     assert x.experiment.variants == RUN['variants']
-    rec = json.loads(topocl('probe', out/'seed0'/'stage3'/'topocl.pt', '--limit', 48, '--epochs', 5, env=env).stdout)
+    rec = json.loads(topocl('probe', out/'seed0'/'stage3'/'topocl.pt', '--limit', 48, '--set', 'experiment.probe_epochs=5',
+                            env=env).stdout)
     assert rec['kind'] == 'fused' and 0 <= rec['test_acc'] <= 1 and set(rec['gate_mean']) >= {'visual', 'topology'}
     assert '\r' not in r.stdout + r.stderr     # piped: no progress bars, one line per epoch
 

@@ -16,10 +16,10 @@ from .features import FeatureOptions
 from .persistence import BACKENDS, FILTRATIONS, NORMALISERS
 
 # %% auto #0
-__all__ = ['CALIBRATE_FIELDS', 'PRESETS', 'SHORTCUTS', 'REPORT_NOTEBOOK', 'IMPORT_ENV', 'cmd_data', 'cmd_roi', 'calibration_spec',
-           'cmd_calibrate', 'parse_stage_epochs', 'shortcuts_of', 'config_from_args', 'cmd_stage', 'cmd_probe',
-           'cmd_export', 'cmd_run', 'cmd_demo', 'cmd_sweep', 'cmd_report', 'cmd_screen', 'build_parser',
-           'import_user_modules', 'main']
+__all__ = ['CALIBRATE_FIELDS', 'PRESETS', 'SHORTCUTS', 'PROBE_FIELDS', 'PROBE_SETTABLE', 'REPORT_NOTEBOOK', 'IMPORT_ENV',
+           'cmd_data', 'cmd_roi', 'calibration_spec', 'cmd_calibrate', 'parse_stage_epochs', 'shortcuts_of',
+           'config_from_args', 'cmd_stage', 'probe_spec', 'cmd_probe', 'cmd_export', 'cmd_run', 'cmd_demo', 'cmd_sweep',
+           'cmd_report', 'cmd_screen', 'build_parser', 'import_user_modules', 'main']
 
 # %% ../nbs/50_cli.ipynb #0006
 def _add_dataset_args(p:argparse.ArgumentParser):
@@ -210,11 +210,36 @@ def _add_stages(sub):
         p.set_defaults(func=cmd_stage, stage=stage)
 
 # %% ../nbs/50_cli.ipynb #0018
+# the probe's flags as fields of the spec; what is not given comes from the checkpoint (the run's data, ROI, diagrams)
+PROBE_FIELDS = {'dataset': 'data.name', 'root': 'data.root', 'size': 'data.size', 'limit': 'experiment.probe_limit',
+                'epochs': 'experiment.probe_epochs', 'seed': 'seed', 'device': 'device', 'cache_dir': 'roi.cache_dir'}
+PROBE_SETTABLE = (*PROBE_FIELDS.values(), 'roi.extractor', 'data.options.', 'roi.options.')   # '.': any key below
+
+def probe_spec(args)->dict:
+    "The fields `topocl probe` was given (its flags, then each --set), checked as a spec's are: {field: value}."
+    given = {f: getattr(args, k) for k, f in PROBE_FIELDS.items() if getattr(args, k) is not None}
+    given.update(config.parse_overrides(args.set))
+    for k in given:
+        if not any(k == s or s.endswith('.') and k.startswith(s) for s in PROBE_SETTABLE):
+            raise ValueError(f"--set {k}: not a setting of topocl probe, which takes {', '.join(PROBE_SETTABLE[:-2])}, "
+                             "data.options.* and roi.options.* (the rest comes from the checkpoint)")
+    spec = config.config_to_dict(config.resolve_config(config.Config(), given, environment=False))
+    def field(key):
+        v = spec
+        for part in key.split('.'): v = v[part]
+        return v
+    return {k: field(k) for k in given}
+
 def cmd_probe(args):
     "Linear-probe a checkpoint on a data set: test ACC and AUC of the classifier chosen on val."
-    return evaluate.probe_checkpoint(args.checkpoint, args.kind, LinearProbeConfig(epochs=args.epochs, seed=args.seed),
-                                     FeatureOptions(device=args.device, cache_dir=args.cache_dir),
-                                     dataset=args.dataset, root=args.root, size=args.size, limit=args.limit)
+    s = probe_spec(args)
+    below = lambda prefix: {k[len(prefix):]: v for k, v in s.items() if k.startswith(prefix)} or None
+    device = s.get('device')
+    return evaluate.probe_checkpoint(
+        args.checkpoint, args.kind, LinearProbeConfig(epochs=s['experiment.probe_epochs'], seed=s['seed']),
+        FeatureOptions(device=None if device == 'auto' else device, cache_dir=s.get('roi.cache_dir')),
+        dataset=s.get('data.name'), root=s.get('data.root'), size=s.get('data.size'), limit=s.get('experiment.probe_limit'),
+        data_options=below('data.options.'), roi=s.get('roi.extractor'), roi_options=below('roi.options.'))
 
 def _add_probe(sub):
     p = sub.add_parser('probe', help='linear probe of a trained checkpoint (ACC and AUC on test, chosen on val)',
@@ -231,6 +256,9 @@ def _add_probe(sub):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--device', default=None)
     p.add_argument('--cache-dir', default=None, help='cache for ROI masks and diagrams')
+    p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                   help="a probe setting as a field of the spec, e.g. --set data.options.rgb=true or --set roi.extractor=full "
+                        "(the flags above are fields too; the rest comes from the checkpoint)")
     p.set_defaults(func=cmd_probe)
 
 def cmd_export(args):
