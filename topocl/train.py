@@ -500,6 +500,10 @@ class Trainer:
     def save_checkpoint(self, epoch:int):
         "The resumable state after `epoch` epochs (rank 0 writes; every process gives its random states)."
         info = self.info
+        if epoch >= self.epochs and not self.cfg.keep_checkpoints:
+            # the stage ends here: `_fit` writes its weights and small record next, which would replace this state at once
+            if info.is_main: write_metrics_csv(self.metrics, self.folder.metrics)
+            return
         rng = [get_rng_states()]
         if info.distributed:
             rng = [None] * info.world_size; dist.all_gather_object(rng, get_rng_states())
