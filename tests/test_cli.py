@@ -1,6 +1,6 @@
-"""The `topocl` console command end to end: a subprocess per call, as a user runs it. Commands refused before any
-work run in this process through `topocl.cli.main` (`here`): a subprocess costs ~5 s of imports, and the console
-command itself runs as a subprocess in the tests of help, data info, roi/calibrate, export, run, probe and demo.
+"""The `topocl` console command end to end. The console command itself runs as a subprocess, as a user runs it, in
+the tests of help, data info, export and run; the other commands run in this process through `topocl.cli.main`
+(`here`, `here_ok`), since a subprocess costs ~5 s of imports (the demo, roi, calibrate and probe do their whole work).
 One tiny two-seed `topocl run` (`tiny_run`) is shared by the tests that only read it."""
 import json, os, shutil, socket, subprocess, sys
 from pathlib import Path
@@ -21,6 +21,14 @@ def here(capsys, *args):
     try: rc = main([str(a) for a in args])
     except SystemExit as e: rc = e.code     # argparse's own errors
     return rc, capsys.readouterr().err
+
+def here_ok(capsys, *args)->str:
+    "`topocl ARGS` in this process, which must succeed: its standard output (the work without a second Python start)."
+    try: rc = main([str(a) for a in args])
+    except SystemExit as e: rc = e.code
+    out = capsys.readouterr()
+    assert rc == 0, out.err[-3000:]
+    return out.out
 
 # the two-seed run of `tiny_run`: every stage, 4 variants, stage budgets 2,1,2
 RUN = dict(preset='tiny', seeds=[0, 1], limit=48, probe_epochs=5, stage_epochs='2,1,2',
@@ -64,12 +72,12 @@ def test_finetune_without_pretraining_names_the_stage(tmp_path, capsys, isolated
     rc, err = here(capsys, 'finetune', '--preset', 'tiny', '--out-dir', tmp_path)
     assert rc == 2 and 'stage 1' in err and 'pretrain-visual' in err
 
-def test_roi_and_calibrate_on_synthetic(tmp_path):
-    env = {'TOPOCL_CACHE': str(tmp_path/'cache')}
-    roi = json.loads(topocl('roi', '--dataset', 'synthetic', '--split', 'val', '--quiet', env=env).stdout)
+def test_roi_and_calibrate_on_synthetic(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv('TOPOCL_CACHE', str(tmp_path/'cache'))
+    roi = json.loads(here_ok(capsys, 'roi', '--dataset', 'synthetic', '--split', 'val', '--quiet'))
     assert roi['images'] == 400 and roi['fallback'] == 0 and Path(roi['cache']).is_file()
-    r = topocl('calibrate', '--dataset', 'synthetic', '--n-images', 24, '--out', tmp_path/'cal.json', env=env)
-    assert (tmp_path/'cal.json').is_file() and 'admissible' in r.stdout
+    out = here_ok(capsys, 'calibrate', '--dataset', 'synthetic', '--n-images', 24, '--out', tmp_path/'cal.json')
+    assert (tmp_path/'cal.json').is_file() and 'admissible' in out
 
 def test_export_loads_into_plain_torchvision(tmp_path, tiny_run, capsys):
     "`topocl export` of a trained stage-1 backbone: the sidecar's own snippet loads it into torchvision, same features."
@@ -88,10 +96,10 @@ def test_export_loads_into_plain_torchvision(tmp_path, tiny_run, capsys):
     rc, err = here(capsys, 'export', tmp_path/'nope.pt', tmp_path/'exp2')
     assert rc == 2 and 'nope.pt' in err and 'Traceback' not in err
 
-def test_run_two_seeds_then_probe(tmp_path, tiny_run):
+def test_run_two_seeds_then_probe(tmp_path, tiny_run, capsys, monkeypatch):
     "`topocl run` on the tiny preset: stages, probes, tables; then `topocl probe` of the saved TopoCL model."
     out, r = tiny_run
-    env = {'TOPOCL_CACHE': str(tmp_path/'cache')}    # the probe's ROI and diagram caches: not in the shared run's
+    monkeypatch.setenv('TOPOCL_CACHE', str(tmp_path/'cache'))   # the probe's ROI and diagram caches: not in the shared run's
     assert 'headline (chosen on validation accuracy)' in r.stdout and 'ACC' in r.stdout
     for f in ('results.csv', 'summary.csv', 'comparison.json', 'gates.png'): assert (out/f).is_file(), f
     rows = json.loads((out/'results.json').read_text())
@@ -105,8 +113,7 @@ def test_run_two_seeds_then_probe(tmp_path, tiny_run):
     x = load_config(out/'spec.yaml')     # the spec every later step reads, with the flags' values in it
     assert (x.experiment.seeds, x.experiment.probe_limit, x.experiment.probe_epochs, x.stage_epochs) == ([0, 1], 48, 5, [2, 1, 2])
     assert x.experiment.variants == RUN['variants']
-    rec = json.loads(topocl('probe', out/'seed0'/'stage3'/'topocl.pt', '--limit', 48, '--set', 'experiment.probe_epochs=5',
-                            env=env).stdout)
+    rec = json.loads(here_ok(capsys, 'probe', out/'seed0'/'stage3'/'topocl.pt', '--limit', 48, '--set', 'experiment.probe_epochs=5'))
     assert rec['kind'] == 'fused' and 0 <= rec['test_acc'] <= 1 and set(rec['gate_mean']) >= {'visual', 'topology'}
     assert '\r' not in r.stdout + r.stderr     # piped: no progress bars, one line per epoch
 
@@ -153,12 +160,12 @@ def test_papermill_experiment_notebook(tmp_path, monkeypatch, tiny_run):
 SMALL_MODEL = ['model.small_input=false', 'model.topo_dim=32', 'model.topo_heads=2', 'model.topo_out=32', 'model.fusion_dim=32',
                'model.expert_dim=32', 'model.hidden=32', 'model.embed_dim=16', 'model.cross_tokens=4', 'model.fusion_heads=2']
 
-def test_demo_main_command(tmp_path):
+def test_demo_main_command(tmp_path, capsys, monkeypatch):
     """The README's main command, shortened (one epoch per stage, 128 training and 64 probe images, the tiny preset's
     model widths through `--set`): every variant, the tables."""
-    r = topocl('demo', '--epochs', 1, '--n-train', 128, '--limit', 64, '--probe-epochs', 10, '--out-dir', tmp_path/'demo',
-               *[a for kv in SMALL_MODEL for a in ('--set', kv)], env={'TOPOCL_CACHE': str(tmp_path/'cache')}, timeout=900)
-    table = r.stdout
+    monkeypatch.setenv('TOPOCL_CACHE', str(tmp_path/'cache'))
+    table = here_ok(capsys, 'demo', '--epochs', 1, '--n-train', 128, '--limit', 64, '--probe-epochs', 10,
+                    '--out-dir', tmp_path/'demo', *[a for kv in SMALL_MODEL for a in ('--set', kv)])
     assert 'baseline-equal-time' in table and 'topocl-no-diagrams' in table and 'ACC' in table and 'AUC' in table
     rows = json.loads((tmp_path/'demo'/'results.json').read_text())
     assert {(x['variant'], x['kind']) for x in rows} == {
