@@ -39,7 +39,8 @@ def channel_stats(images, # uint8 (N,H,W) or (N,H,W,3), or float in [0,1]
     return tuple(a.mean((0, 1, 2)).tolist()), tuple(a.std((0, 1, 2)).tolist())
 
 def _blur_kernel(size:int) -> int:
-    k = int(round(0.1 * size)); k = k if k % 2 else k + 1
+    k = int(round(0.1 * size))
+    k = k if k % 2 else k + 1
     return max(3, k)
 
 class VisualAugment:
@@ -53,7 +54,7 @@ class VisualAugment:
         if strength not in VISUAL_PRESETS: raise ValueError(f"strength: expected one of {tuple(VISUAL_PRESETS)}, got {strength!r}")
         if channels not in (1, 3): raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
         self.size, self.channels, self.strength = int(size), channels, strength
-        p = dict(VISUAL_PRESETS[strength]);
+        p = dict(VISUAL_PRESETS[strength])
         if scale is not None: p['scale'] = tuple(scale)
         ts = [v2.RandomResizedCrop(self.size, scale=p['scale'], antialias=True) if p['scale'] else
               v2.Resize((self.size, self.size), antialias=True)]
@@ -127,7 +128,8 @@ def op_blur(x, m, sigma, rng):
 def op_contrast(x, m, d, rng):
     "Contrast factor (1 + `d`) or 1 / (1 + `d`) around the mean luma, clipped."
     if d <= 0: return x, m
-    f = (1.0 + d) ** _sign(rng); mu = float(to_gray(x).mean())
+    f = (1.0 + d) ** _sign(rng)
+    mu = float(to_gray(x).mean())
     return np.clip(mu + np.float32(f) * (x - mu), 0, 1).astype(np.float32), m
 
 def op_brightness(x, m, b, rng):
@@ -139,7 +141,8 @@ def _square(k:int, ndim:int) -> tuple: return (2 * k + 1, 2 * k + 1) if ndim == 
 
 def _morph(fn, x, radius):
     if radius <= 0: return x
-    k = int(np.floor(radius)); t = float(radius - k)
+    k = int(np.floor(radius))
+    t = float(radius - k)
     lo = x if k == 0 else fn(x, size=_square(k, x.ndim), mode='nearest')
     if t == 0: return lo
     hi = fn(x, size=_square(k + 1, x.ndim), mode='nearest')
@@ -288,7 +291,8 @@ def _fit_levels(x, med, bands) -> dict:
         reason = ('no intensity to sweep' if len(x) < 2 else 'median r stays below the band within the grid' if iso.max() < lo
                   else 'the grid starts above the band' if iso[0] > hi else None)
         if reason:
-            res[level] = {**info, 'reachable': False, 'reason': reason, 'truncated': False, 'x_range': None}; continue
+            res[level] = {**info, 'reachable': False, 'reason': reason, 'truncated': False, 'x_range': None}
+            continue
         x_lo = _crossing(x, iso, lo, True)
         truncated = bool(iso[-1] <= hi)
         x_hi = float(x[-1]) if truncated else _crossing(x, iso, hi, False)
@@ -430,7 +434,8 @@ class Calibration:
         return cls(data)
 
     def __repr__(self):
-        m = self.meta; lv = {l: len(self.admissible(l)) for l in self.meta['bands']}
+        m = self.meta
+        lv = {l: len(self.admissible(l)) for l in self.meta['bands']}
         return (f"Calibration({m.get('dataset')!r}, {m['n_images']} images, {len(self.entries)} entries, "
                 f"admissible combinations {lv})")
 
@@ -625,7 +630,9 @@ def _check_ranges(entries, xs, ms, idx, seed, persistence, exact, n_jobs, pool, 
     r = _run_measure(xs, ms, idx, checks, seed, persistence, exact, n_jobs, pool)
     col = 0
     for ckey, _, steps in checks:
-        key, level = ckey.split('|'); rk = r[:, col:col + len(steps)].ravel(); col += len(steps)
+        key, level = ckey.split('|')
+        rk = r[:, col:col + len(steps)].ravel()
+        col += len(steps)
         (lo, hi), lv = bands[level], entries[key]['levels'][level]
         q25, med, q75 = np.percentile(rk, [25, 50, 75])
         lv['check'] = {'n_views': int(len(rk)), 'median': float(med), 'q25': float(q25), 'q75': float(q75),
@@ -638,7 +645,9 @@ def _sweep(entries, xs, ms, idx, seed, persistence, exact, n_jobs, pool, bands, 
     r = _run_measure(xs, ms, idx, todo, seed, persistence, exact, n_jobs, pool)
     col = 0
     for key, e in entries.items():
-        n = len(e['x']); rk = r[:, col:col + n]; col += n
+        n = len(e['x'])
+        rk = r[:, col:col + n]
+        col += n
         e['r'] = _stats(rk)
         if keep_samples: e['r']['samples'] = np.round(rk.T, 6).tolist()
         e['spearman'] = _spearman(e['x'], rk)
@@ -671,13 +680,16 @@ def plot_calibration(cal:Calibration, # a calibration with or without samples
                     height=2.5, aspect=1.25, facet_kws=dict(sharex=False, sharey=True))
     colors = dict(zip(cal.bands, ['tab:green', 'tab:orange', 'tab:purple', 'tab:gray']))
     for key, ax in g.axes_dict.items():
-        sub = df[df.entry == key]; e = cal.entries[key]
+        sub = df[df.entry == key]
+        e = cal.entries[key]
         ax.fill_between(sub.x, sub.q25, sub.q75, alpha=0.25)
         right = []
         for level, (lo, hi) in cal.bands.items():
             ax.axhspan(lo, hi, color=colors[level], alpha=0.15)
             xr = cal.level(key, level).x_range
-            if xr: ax.plot(xr, [lo, hi], '|', color=colors[level], ms=14, mew=2.5); right.append(xr[1])
+            if xr:
+                ax.plot(xr, [lo, hi], '|', color=colors[level], ms=14, mew=2.5)
+                right.append(xr[1])
         # x up to the first grid point whose median leaves the panel (and past every chosen range)
         x, med = sub.x.to_numpy(float), sub['median'].to_numpy(float)
         out = np.flatnonzero(med > ymax)
@@ -688,7 +700,9 @@ def plot_calibration(cal:Calibration, # a calibration with or without samples
         ax.set_xlabel('t (x unit of each op)' if e['x_name'] == 't' else _SHORT_UNITS.get(key, key), fontsize=10)
         ax.tick_params(labelsize=9)
     g.set(ylim=(0, ymax))
-    g.set_ylabels('r', fontsize=10); g.tight_layout(); return g
+    g.set_ylabels('r', fontsize=10)
+    g.tight_layout()
+    return g
 
 _SHORT_UNITS = {'rotate': 'angle (degrees)', 'noise': 'noise sigma', 'blur': 'blur sigma (px)', 'contrast': 'contrast d',
                 'brightness': 'brightness shift', 'dilation': 'radius (px)', 'erosion': 'radius (px)'}
@@ -748,7 +762,8 @@ def validate(calibration:Calibration, # the calibration to check
     "r of `TopoAugment` views of held-out images (diagrams made as the calibration made them), one row per view."
     p = calibration.persistence
     exact = calibration.meta.get('exact_bottleneck', True) if exact is None else exact
-    imgs = np.asarray(images); rows = []
+    imgs = np.asarray(images)
+    rows = []
     for i, mk in enumerate(_roi_masks(masks, imgs, range(len(imgs)))):
         x = as_float_image(imgs[i], f'images[{i}]')
         base = p.diagram(x, mk)
@@ -767,7 +782,8 @@ def band_summary(views:pd.DataFrame, # output of `validate`
     "Per level: number of views, median and quartiles of r, fractions below / inside / above the band."
     rows = []
     for level, g in views.groupby('level', sort=False):
-        lo, hi = bands[level]; r = g.r.to_numpy()
+        lo, hi = bands[level]
+        r = g.r.to_numpy()
         rows.append(dict(level=level, band=f"{lo:.2f}-{hi:.2f}", n_views=len(r), median=float(np.median(r)),
                          q25=float(np.percentile(r, 25)), q75=float(np.percentile(r, 75)), below=float((r < lo).mean()),
                          inside=float(((r >= lo) & (r <= hi)).mean()), above=float((r > hi).mean()),

@@ -82,7 +82,9 @@ class ProgressBar(Callback):
         self.bar = tqdm(total=state.steps, desc=f"stage {state.stage} epoch {epoch+1}/{state.epochs}", leave=False,
                         # None: no bar when stdout is not a terminal (`topocl demo > log.txt`); ConsoleLog still prints each epoch
                         disable=None if state.is_main and state.cfg.progress else True, file=sys.stdout)
-    def on_step_end(self, state, s): self.bar.update(); self.bar.set_postfix(loss=f"{s.loss:.4f}", lr=f"{s.lr:.2e}")
+    def on_step_end(self, state, s):
+        self.bar.update()
+        self.bar.set_postfix(loss=f"{s.loss:.4f}", lr=f"{s.lr:.2e}")
     def on_epoch_end(self, state, epoch, row): self.bar.close()
 
 class Checkpointer(Callback):
@@ -126,7 +128,8 @@ class KNNMonitor(Callback):
         cfg, kind = state.cfg, state.cfg.model.kind
         bank, query = self._split(state, cfg.data.split, self.max_train), self._split(state, _other_split(cfg.data.split), self.max_val)
         if bank[1] is None or query[1] is None:
-            state.log(f"kNN monitor off: {cfg.data.name} has no labels (or several per image)"); return
+            state.log(f"kNN monitor off: {cfg.data.name} has no labels (or several per image)")
+            return
         tokens = [None, None]
         if kind != 'visual':
             maker = TokenMaker(cfg.persistence, get_extractor(cfg.roi.extractor, **cfg.roi.options), empty=cfg.augment.empty_diagrams)
@@ -147,7 +150,9 @@ class KNNMonitor(Callback):
         with torch.random.fork_rng(devices=devices):
             f = [extract_features(model, x, kind, None if t is None else t.tokens, None if t is None else t.pad,
                                   options=FeatureOptions(device=state.device)) for x, _, t in self.data]
-        random.setstate(states[0]); np.random.set_state(states[1]); torch.set_rng_state(states[2])
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
         row['knn_acc'] = knn_accuracy(f[0].feats, self.data[0][1], f[1].feats, self.data[1][1], self.k)
         row['eff_rank'] = effective_rank(f[1].feats)
         if f[1].gates is not None:

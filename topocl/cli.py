@@ -453,7 +453,9 @@ def _import_one(name:str):
         if name.endswith('.py'):
             spec = importlib.util.spec_from_file_location(Path(name).stem, name)
             if spec is None or not Path(name).is_file(): raise ImportError(f'no such file')
-            mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod; spec.loader.exec_module(mod)
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = mod
+            spec.loader.exec_module(mod)
         else: importlib.import_module(name)
     except Exception as e: raise ValueError(f"--import {name!r}: {type(e).__name__}: {e}") from None
 
@@ -461,14 +463,18 @@ def main(argv:list|None=None)->int:
     "Entry point of the `topocl` console command."
     argv = sys.argv[1:] if argv is None else list(argv)
     try: argv = import_user_modules(argv)
-    except ValueError as e: print(f'topocl: error: {e}', file=sys.stderr); return 2
+    except ValueError as e:
+        print(f'topocl: error: {e}', file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, 'func', None):
-        parser.print_help(); return 0
+        parser.print_help()
+        return 0
     try: result = args.func(args)
     except (ValueError, FileNotFoundError, LockedError) as e:
-        print(f'topocl {args.command}: error: {e}', file=sys.stderr); return 2
+        print(f'topocl {args.command}: error: {e}', file=sys.stderr)
+        return 2
     if isinstance(result, int): return result   # a command that reports its own outcome (sweep: failed runs)
     if result is not None: _print_json(result)
     return 0

@@ -37,7 +37,8 @@ def _umask() -> int:
         for line in Path('/proc/self/status').read_text().splitlines():
             if line.startswith('Umask:'): return int(line.split()[1], 8)
     except OSError: pass
-    m = os.umask(0o022); os.umask(m)
+    m = os.umask(0o022)
+    os.umask(m)
     return m
 
 @contextmanager
@@ -46,14 +47,17 @@ def atomic_write(path:str|Path,  # destination file; its folder is created if ne
                  fsync:bool=False, # flush to disk before the rename (survives a power cut, not only a crash)
                 ):
     "Yield a file open on a temporary name beside `path`; `os.replace` it onto `path` on success, remove it on any error."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     os.close(fd)  # reopened by name so that `f.name` is the temporary path (np.lib.format.open_memmap needs one)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are the user's like any file (colleagues may read them)
     try:
         with open(tmp, mode) as f:
             yield f
-            if fsync: f.flush(); os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
@@ -171,29 +175,34 @@ def _synthetic_layout(rng, cls):
 
 def _synthetic_mask(rng, kinds, areas, size):
     "Place the parts at random, separated and inside the image; None if they could not be placed."
-    c = (np.arange(size) + .5)/size; xx, yy = np.meshgrid(c, c)
+    c = (np.arange(size) + .5)/size
+    xx, yy = np.meshgrid(c, c)
     gap, margin = max(.06, 2.5/size), max(.03, 1.5/size)
     mask = np.zeros((size, size), bool)
     for kind, area in zip(kinds, areas):
         rin = rng.uniform(.45, .6) if kind == 'ring' else 0.
         for _ in range(100):
             e, th = rng.uniform(1, 1.7), rng.uniform(0, np.pi)
-            b = np.sqrt(area/(np.pi*e*(1 - rin**2))); a = e*b
-            ex = np.sqrt((a*np.cos(th))**2 + (b*np.sin(th))**2); ey = np.sqrt((a*np.sin(th))**2 + (b*np.cos(th))**2)
+            b = np.sqrt(area/(np.pi*e*(1 - rin**2)))
+            a = e*b
+            ex = np.sqrt((a*np.cos(th))**2 + (b*np.sin(th))**2)
+            ey = np.sqrt((a*np.sin(th))**2 + (b*np.cos(th))**2)
             if max(ex, ey) > .5 - margin: continue
             cx, cy = rng.uniform(margin + ex, 1 - margin - ex), rng.uniform(margin + ey, 1 - margin - ey)
             r = _ellipse_r(xx, yy, cx, cy, a, b, th)
             part = (r <= 1) & (r >= rin)
             if not part.any(): continue
             if mask.any() and ndimage.distance_transform_edt(~mask)[part].min() <= gap*size: continue
-            mask |= part; break
+            mask |= part
+            break
         else: return None
     return mask
 
 def _synthetic_image(rng, mask, rgb):
     "Render a mask as a textured, noisy uint8 image whose statistics do not depend on the class."
     size = mask.shape[0]
-    c = (np.arange(size) + .5)/size - .5; xx, yy = np.meshgrid(c, c)
+    c = (np.arange(size) + .5)/size - .5
+    xx, yy = np.meshgrid(c, c)
     bg, contrast = rng.uniform(40, 90), rng.uniform(70, 110)
     phi, grad = rng.uniform(0, 2*np.pi), rng.uniform(0, 30)          # smooth illumination gradient
     texture = ndimage.gaussian_filter(rng.standard_normal((size, size)), 1.5*size/28)
@@ -397,7 +406,8 @@ def _medmnist_cached_images(npz, key, flag, size, cache_dir):
     try: fresh = dest.exists() and json.loads(meta_path.read_text()) == meta
     except (OSError, ValueError): fresh = False  # no or unreadable record: convert again
     if not fresh:
-        npz.copy_to_npy(key, dest); save_json_atomic(meta_path, meta)
+        npz.copy_to_npy(key, dest)
+        save_json_atomic(meta_path, meta)
     return np.load(dest, mmap_mode='r', allow_pickle=False)
 
 # %% ../nbs/00a_medmnist.ipynb #0038
@@ -454,7 +464,8 @@ def _images_in(folder:Path)->dict:
 
 def isic2019_items(root:Path)->tuple:
     "(ids, paths, labels, classes) listed by the ISIC2019 ground-truth CSV, checked against the image folder."
-    root = Path(root); csv_path = root/ISIC2019_CSV
+    root = Path(root)
+    csv_path = root/ISIC2019_CSV
     if not csv_path.exists(): raise FileNotFoundError(f'ISIC2019 ground truth not found: expected {csv_path}')
     img_dir = root/ISIC2019_IMAGES if (root/ISIC2019_IMAGES).is_dir() else root
     files = _images_in(img_dir)
@@ -476,7 +487,9 @@ def isic2019_items(root:Path)->tuple:
             raise ValueError(f'{csv_path}: line {line} ({row[ii]}): not one-hot over {cols}: {vals.tolist()}')
         name = row[ii].strip()
         if name not in files: raise ValueError(f'{csv_path}: line {line}: image {name!r} is listed but no file {img_dir/name}.jpg (or .png, ...) exists')
-        ids.append(name); paths.append(files[name]); labels.append(ISIC2019_CLASSES.index(cols[int(vals.argmax())]))
+        ids.append(name)
+        paths.append(files[name])
+        labels.append(ISIC2019_CLASSES.index(cols[int(vals.argmax())]))
     if not ids: raise ValueError(f'{csv_path}: no images listed')
     if len(set(ids)) != len(ids): raise ValueError(f'{csv_path}: image ids are not unique')
     return ids, paths, np.array(labels, np.int64), ISIC2019_CLASSES
@@ -491,7 +504,10 @@ def kvasir_items(root:Path)->tuple:
     for k, c in enumerate(classes):
         files = _images_in(root/c)
         if not files: raise ValueError(f'{root/c}: class folder holds no images ({", ".join(IMAGE_SUFFIXES)})')
-        for stem, p in files.items(): ids.append(f'{c}/{p.name}'); paths.append(p); labels.append(k)
+        for stem, p in files.items():
+            ids.append(f'{c}/{p.name}')
+            paths.append(p)
+            labels.append(k)
     return ids, paths, np.array(labels, np.int64), classes
 
 # %% ../nbs/00b_folders.ipynb #0055
@@ -500,7 +516,8 @@ def stratified_split(labels:np.ndarray,            # one label per item
                      fractions:tuple=(.7, .1, .2),  # train, val, test
                     )->dict:
     "Deterministic stratified train/val/test index arrays (sorted); val and test get at least one item per class."
-    labels = np.asarray(labels); idx = np.arange(len(labels))
+    labels = np.asarray(labels)
+    idx = np.arange(len(labels))
     from sklearn.model_selection import train_test_split
     # counts, not float fractions (no rounding drift); at least one item per class, as stratifying needs
     n_val, n_test = (max(len(np.unique(labels)), int(round(len(idx)*f/sum(fractions)))) for f in fractions[1:])
@@ -515,7 +532,8 @@ def _load_image(path:Path, size:int, crop:bool=False)->np.ndarray:
         with Image.open(path) as im:
             im = im.convert('RGB')
             if crop:
-                w, h = im.size; s = min(w, h)
+                w, h = im.size
+                s = min(w, h)
                 im = im.crop(((w - s)//2, (h - s)//2, (w - s)//2 + s, (h - s)//2 + s))
             return np.asarray(im.resize((size, size), Image.Resampling.BICUBIC))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
@@ -555,7 +573,8 @@ def _folder_dataset(name, items, root, split, size, cache_dir, seed, fractions, 
         with atomic_write(cache) as f:  # filled through a memory map of the temporary file, by name
             out = np.lib.format.open_memmap(f.name, mode='w+', dtype=np.uint8, shape=(len(sel), size, size, 3))
             for i, k in enumerate(sel): out[i] = _load_image(path_of[k], size, crop)
-            out.flush(); del out
+            out.flush()
+            del out
     images = np.load(cache, mmap_mode='r', allow_pickle=False)
     if len(images) != len(labels): raise ValueError(f'{cache}: {len(images)} cached images for {len(labels)} labels; delete it to rebuild')
     return images, labels
@@ -595,7 +614,8 @@ def _save_jpegs(paths, n, seed):
 
 def make_fake_isic2019(root, n_per_class:int=10, classes:tuple=('MEL', 'NV', 'BCC'), seed:int=0)->Path:
     "Write a tiny ISIC2019-layout folder (images and one-hot ground-truth CSV with all nine columns)."
-    root = Path(root); ids = [f'ISIC_{i:07d}' for i in range(n_per_class*len(classes))]
+    root = Path(root)
+    ids = [f'ISIC_{i:07d}' for i in range(n_per_class*len(classes))]
     _save_jpegs([root/ISIC2019_IMAGES/f'{i}.jpg' for i in ids], len(ids), seed)
     rows = [['image', *ISIC2019_CLASSES]]
     for k, i in enumerate(ids):
@@ -671,7 +691,8 @@ def describe_dataset(name:str, root=None, size:int=28,
                      **kw, # loader options (synthetic: rgb, seed, n_classes; folders: cache_dir, seed, fractions)
                     )->dict:
     "Per split: count, image shape, dtype and label counts, plus the class names."
-    _check_name(name); _check_options(name, kw)
+    _check_name(name)
+    _check_options(name, kw)
     out = {'name': name, 'size': size, 'splits': {}}
     if name == 'synthetic':
         rgb, seed, n_classes = kw.get('rgb', False), kw.get('seed', 0), kw.get('n_classes', 4)
@@ -714,7 +735,8 @@ def prepare_dataset(name:str, root=None, size:int=28,
                     **kw,           # loader options, as for `describe_dataset`
                    )->dict:
     "Build the cached files the loaders use for every split; returns the files written (existing fresh ones are kept)."
-    _check_name(name); _check_options(name, kw)
+    _check_name(name)
+    _check_options(name, kw)
     cache_dir = Path(cache_dir or default_cache_dir())
     before = _stamp(cache_dir, name)
     if name == 'synthetic':

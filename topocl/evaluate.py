@@ -134,7 +134,8 @@ def probe_model(model, # a `TopoCLModel`
                   for s in ("train", "val", "test")}
         rec.update(roi=roi.name, persistence=maker.config.to_dict(),
                    n_roi_fallback=int(sum(t.n_fallback for t in tokens.values())))
-    rec["seconds_tokens"] = time.perf_counter() - t0; t0 = time.perf_counter()
+    rec["seconds_tokens"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     for s in ("train", "val", "test"):
         t = tokens[s] if kind != "visual" else None
         f = extract_features(model, splits[s][0], kind, None if t is None else t.tokens, None if t is None else t.pad,

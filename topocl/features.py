@@ -86,7 +86,9 @@ def extract_features(model, # a `TopoCLModel` (frozen: run in eval mode, no grad
                 elif kind == "topology": f = model.forward_topology(t, p)
                 elif kind == "concat": f = torch.cat([model.forward_visual(x), model.forward_topology(t, p)], dim=1)
                 else:
-                    out = model.fuse(x, t, p); f = out.fused; gates.append(out.gates.float().cpu())
+                    out = model.fuse(x, t, p)
+                    f = out.fused
+                    gates.append(out.gates.float().cpu())
                 feats.append(f.float().cpu())
     finally: model.train(was)
     return Features(torch.cat(feats).numpy(), torch.cat(gates).numpy() if gates else None)

@@ -47,7 +47,9 @@ def _create(path:Path, info:dict)->bool:
     "Create `path` holding `info`, atomically and only if it does not exist (a hard link, safe on NFS)."
     tmp = path.with_name(f'{path.name}.{info["token"]}.tmp')
     tmp.write_text(json.dumps(info))
-    try: os.link(tmp, path); return True
+    try:
+        os.link(tmp, path)
+        return True
     except FileExistsError: return False
     finally: tmp.unlink(missing_ok=True)
 
@@ -89,7 +91,9 @@ class FolderLock:
         "Take the lock, waiting up to `wait` seconds for a live holder; `LockedError` naming the holder otherwise."
         key = str(self.path.resolve())
         if key in self._held:
-            self._held[key][1] += 1; self.info = self._held[key][0].info; return self
+            self._held[key][1] += 1
+            self.info = self._held[key][0].info
+            return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         info = dict(host=socket.gethostname(), pid=os.getpid(), proc_start=_proc_start(os.getpid()), what=self.what,
                     started=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'), token=uuid.uuid4().hex)
@@ -98,8 +102,12 @@ class FolderLock:
             cur = self.holder()
             if cur is None: continue   # released between our two looks
             if cur and cur.get('token') == os.environ.get(TOKEN_ENV):   # our parent's lock, handed down (a sweep's run)
-                self.info = cur; self._held[key] = [self, 1]; return self
-            if self.is_stale(cur): self._take_over(cur); continue
+                self.info = cur
+                self._held[key] = [self, 1]
+                return self
+            if self.is_stale(cur):
+                self._take_over(cur)
+                continue
             if time.monotonic() >= deadline:
                 raise LockedError(f"{self.path.parent} is in use by {describe(cur)} (lock file {self.path}). Wait for it to "
                                   f"finish; a holder that dies is detected and its lock taken over.")
@@ -122,7 +130,8 @@ class FolderLock:
             if time.time() - guard.stat().st_mtime > 60: guard.unlink(missing_ok=True)   # a taker that died mid-way
         except FileNotFoundError: pass
         if not _create(guard, dict(pid=os.getpid(), host=socket.gethostname(), token=uuid.uuid4().hex)):
-            time.sleep(0.1); return
+            time.sleep(0.1)
+            return
         try:
             if self.holder() == dead: self.path.unlink(missing_ok=True)   # still the dead one: nobody took it meanwhile
         finally: guard.unlink(missing_ok=True)

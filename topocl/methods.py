@@ -187,7 +187,8 @@ class SimCLR(SSLMethod):
                  temperature:float=0.1, # τ of NT-Xent
                  gather_distributed:bool=True, # negatives from all processes under DDP
                 ):
-        _check_dims(self.name, proj_dim=proj_dim, hidden_dim=hidden_dim); _check_pos(self.name, temperature=temperature)
+        _check_dims(self.name, proj_dim=proj_dim, hidden_dim=hidden_dim)
+        _check_pos(self.name, temperature=temperature)
         head = SimCLRProjectionHead(in_dim, hidden_dim, proj_dim, num_layers=3, batch_norm=True) if projector else None
         super().__init__(encoder, in_dim, head)
         self.criterion = NTXentLoss(temperature=temperature, gather_distributed=gather_distributed)

@@ -80,7 +80,9 @@ class ModelConfig:
 
     def to_dict(self):
         "Plain types only (what a weights-only checkpoint may hold)."
-        d = asdict(self); d["experts"] = list(self.experts); return d
+        d = asdict(self)
+        d["experts"] = list(self.experts)
+        return d
 
     @classmethod
     def from_dict(cls, d:dict):
@@ -252,7 +254,8 @@ def count_parameters(module:nn.Module) -> int:
 
 def count_flops(module:nn.Module, *inputs) -> int:
     "FLOPs of one forward pass on `inputs`, by torch's FlopCounterMode (a multiply-add = 2 FLOPs)."
-    was = module.training; module.eval()
+    was = module.training
+    module.eval()
     try:
         with FlopCounterMode(display=False) as fc, torch.no_grad(): module(*inputs)
     finally: module.train(was)

@@ -36,7 +36,8 @@ class TokenCrossAttention(nn.Module):
         self.tokens, self.width = tokens, dim // tokens
         self.pos_v = nn.Parameter(torch.zeros(tokens, self.width))
         self.pos_t = nn.Parameter(torch.zeros(tokens, self.width))
-        nn.init.normal_(self.pos_v, std=0.02); nn.init.normal_(self.pos_t, std=0.02)
+        nn.init.normal_(self.pos_v, std=0.02)
+        nn.init.normal_(self.pos_t, std=0.02)
         self.v_from_t = nn.MultiheadAttention(self.width, heads, dropout=dropout, batch_first=True)
         self.t_from_v = nn.MultiheadAttention(self.width, heads, dropout=dropout, batch_first=True)
 

@@ -49,7 +49,8 @@ class Diagram:
     @classmethod
     def _ordered(cls, h0:np.ndarray, h1:np.ndarray) -> Diagram:
         "A diagram of checked float64 (n, 2) arrays already in canonical order: no copy, no check."
-        d = cls.__new__(cls); d.h0, d.h1, d.in_order = h0, h1, True
+        d = cls.__new__(cls)
+        d.h0, d.h1, d.in_order = h0, h1, True
         return d
     def __len__(self): return len(self.h0) + len(self.h1)
     def __getitem__(self, dim:int) -> np.ndarray:
@@ -58,7 +59,8 @@ class Diagram:
         return self.h1 if dim else self.h0
     def persistence(self, dim:int) -> np.ndarray:
         "death - birth of every point of dimension `dim`."
-        p = self[dim]; return p[:, 1] - p[:, 0]
+        p = self[dim]
+        return p[:, 1] - p[:, 0]
     def canonical(self) -> Diagram:
         "The same points in canonical order (persistence descending, birth, death)."
         return Diagram(_canonical(self.h0), _canonical(self.h1))
@@ -234,7 +236,8 @@ def _pool_axis(a:np.ndarray, n_out:int, axis:int) -> np.ndarray:
     i = np.arange(n_out)
     lo, hi = (i * n) // n_out, -((-(i + 1) * n) // n_out)
     c = np.concatenate([np.zeros_like(np.take(a, [0], axis)), np.cumsum(a, axis=axis)], axis=axis)
-    shape = [1] * a.ndim; shape[axis] = n_out
+    shape = [1] * a.ndim
+    shape[axis] = n_out
     return (np.take(c, hi, axis) - np.take(c, lo, axis)) / (hi - lo).reshape(shape)
 
 def area_downsample(x:np.ndarray, # (H,W) float array
@@ -348,7 +351,8 @@ def _pack(diagrams:Sequence[Diagram]):
     out = []
     for dim in (0, 1):
         pts = [d[dim] for d in diagrams]
-        off = np.zeros(len(pts) + 1, np.int64); np.cumsum([len(p) for p in pts], out=off[1:])
+        off = np.zeros(len(pts) + 1, np.int64)
+        np.cumsum([len(p) for p in pts], out=off[1:])
         out += [np.concatenate(pts + [np.zeros((0, 2))]), off]
     return out
 
@@ -404,7 +408,9 @@ def _fingerprint(images, masks, n_sample:int=64) -> str:
     for i in idx:
         for src in (images, masks):
             if src is None: continue
-            a = np.ascontiguousarray(src[i]); h.update(str((a.dtype.str, a.shape)).encode()); h.update(a.tobytes())
+            a = np.ascontiguousarray(src[i])
+            h.update(str((a.dtype.str, a.shape)).encode())
+            h.update(a.tobytes())
     return h.hexdigest()
 
 def diagrams_cache_key(images, masks=None, superlevel:bool=False, backend:str='gudhi-2d', scales=None, cache_key:dict|None=None) -> dict:
@@ -498,7 +504,8 @@ def _diagrams(images, masks, superlevel, n_jobs, chunk_size, backend, scales, ke
     # tqdm's disable=None: no bar when stderr is not a terminal (a log file, a pipe)
     with tqdm(total=n, disable=None if progress else True, desc='persistence', unit='img') as bar:
         for s, r in zip(starts, results):
-            parts.append(r); bar.update(min(chunk_size, n - s))
+            parts.append(r)
+            bar.update(min(chunk_size, n - s))
     return DiagramSet(*_join(parts), scales=scales or (1.0,), key=key)
 
 # %% ../nbs/02_persistence.ipynb #5347f5a0

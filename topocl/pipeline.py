@@ -127,7 +127,8 @@ def probe_features(feats:dict, splits:dict, seed:int=0, probe:LinearProbeConfig|
     "The linear probe (`topocl.probe.linear_probe`) of given features {split: (N, D)}: a record."
     res = linear_probe(feats['train'], splits['train'][1], feats['val'], splits['val'][1], feats['test'], splits['test'][1],
                        probe, seed=seed)
-    rec = res.to_dict(); rec['seconds_probe'] = rec.pop('seconds')
+    rec = res.to_dict()
+    rec['seconds_probe'] = rec.pop('seconds')
     return {**rec, 'feature_dim': int(feats['train'].shape[1]), 'probe_seed': seed}
 
 def probe_variants(variants, runs:dict, splits:dict, tokens:dict, seed:int, probe:LinearProbeConfig|None=None, device=None)->dict:
@@ -236,7 +237,9 @@ def run_experiment(cfg:Config,               # the experiment's spec (`resolve_c
                    verbose:bool=True,        # print progress and the final tables
                   )->dict:
     "Every seed's training runs and probes, then results, summary, comparison (JSON and CSV), gates.png; the spec as spec.yaml."
-    run = RunFolder(cfg.out_dir); out = run.path; out.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(cfg.out_dir)
+    out = run.path
+    out.mkdir(parents=True, exist_ok=True)
     # one experiment per folder: a second process into the same folder fails here, naming this one
     with run.lock('topocl experiment') if is_main_process() else contextlib.nullcontext():
         x, d = cfg.experiment, cfg.data
@@ -260,7 +263,9 @@ def run_experiment(cfg:Config,               # the experiment's spec (`resolve_c
         if len(gates):
             import matplotlib.pyplot as plt
             png = run.table('gates').with_suffix('.png')
-            ax = plot_gates(gates); ax.figure.savefig(png, dpi=120, bbox_inches='tight'); plt.close(ax.figure)
+            ax = plot_gates(gates)
+            ax.figure.savefig(png, dpi=120, bbox_inches='tight')
+            plt.close(ax.figure)
             files += [*save_table(gates, run.table('gates')), png]
         chosen = ', '.join(f"{k[0]}/{k[1]}: {v}" for k, v in head.items()) or 'none'
         text = f"{variants_text(res)}\n\nTopoCL's headline (chosen on validation accuracy): {chosen}\n\n{comparison_text(comparison)}"
@@ -290,7 +295,9 @@ def plot_variants(results:pd.DataFrame, # records of `run_experiment` (its resul
                 edgecolor=['black' if v in head else 'none' for v in order], linewidth=1.8)
         for k, v in enumerate(order): ax.plot(pct[results.variant == v], np.full((results.variant == v).sum(), k), 'k.', ms=6)
         ax.set_xlim(max(0.0, pct.min() - 5), min(100.0, pct.max() + 2))   # the range the variants differ in
-        ax.set_yticks(y, order, fontsize=10); ax.set_xlabel(f'{_label(m)} (%)', fontsize=10); ax.grid(axis='x', alpha=0.3)
+        ax.set_yticks(y, order, fontsize=10)
+        ax.set_xlabel(f'{_label(m)} (%)', fontsize=10)
+        ax.grid(axis='x', alpha=0.3)
     axs[0].invert_yaxis()
     n = results.groupby('variant').seed.nunique().max()
     fig.suptitle(title or f"mean over {n} seed(s) (bar) and each seed (dot); outlined: TopoCL's headline, chosen on validation",
@@ -307,7 +314,8 @@ def plot_stage3(metrics:pd.DataFrame, # a stage-3 `metrics.csv` (its `eff_rank` 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.3))
     for c in gates: a.plot(metrics.epoch, metrics[c], marker='o', label=c[len('train_gate_'):])
     a.set_ylim(0, max(0.5, 1.15 * float(metrics[gates].max().max())) if gates else 1)
-    a.set_xlabel('stage-3 epoch', fontsize=10); a.set_ylabel('mean gate weight (training batches)', fontsize=10)
+    a.set_xlabel('stage-3 epoch', fontsize=10)
+    a.set_ylabel('mean gate weight (training batches)', fontsize=10)
     if gates: a.legend(fontsize=9, ncol=2, loc='upper left', frameon=False)
     if 'eff_rank' in metrics:
         b.plot(metrics.epoch, metrics.eff_rank, marker='o', color='tab:purple')
@@ -315,7 +323,9 @@ def plot_stage3(metrics:pd.DataFrame, # a stage-3 `metrics.csv` (its `eff_rank` 
         b.set_ylabel('effective rank of the fused features (val)', fontsize=10)
     else: b.text(0.5, 0.5, 'no effective rank: train with monitor.every=1', ha='center', va='center', fontsize=10)
     b.set_xlabel('stage-3 epoch', fontsize=10)
-    for ax in (a, b): ax.set_xticks(metrics.epoch); ax.grid(alpha=0.3)
+    for ax in (a, b):
+        ax.set_xticks(metrics.epoch)
+        ax.grid(alpha=0.3)
     if title: fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -59,10 +59,17 @@ def standardize(train:np.ndarray, # (N,D) features whose statistics are used
 @dataclass
 class ProbeResult:
     "Outcome of `linear_probe`: test metrics of the classifier chosen on validation, and how it was chosen."
-    test_acc:float; test_auc:float   # reported once, from the chosen classifier
-    val_acc:float; val_auc:float     # validation scores of the chosen (lr, weight_decay, epoch)
-    lr:float; weight_decay:float; epoch:int  # the chosen settings; epoch counts from 1
-    n_classes:int; n_train:int; n_val:int; n_test:int
+    test_acc:float
+    test_auc:float   # reported once, from the chosen classifier
+    val_acc:float
+    val_auc:float     # validation scores of the chosen (lr, weight_decay, epoch)
+    lr:float
+    weight_decay:float
+    epoch:int  # the chosen settings; epoch counts from 1
+    n_classes:int
+    n_train:int
+    n_val:int
+    n_test:int
     select:str = "acc"
     curves:pd.DataFrame = field(default=None, repr=False)  # lr, weight_decay, epoch, train_loss, val_loss, val_acc, val_auc
     test_probs:np.ndarray = field(default=None, repr=False)  # (n_test, n_classes) probabilities of the chosen classifier
@@ -137,14 +144,17 @@ def _fit_grid(Xtr, ytr, Xva, yva, C, epochs, lrs, weight_decays, batch_size, key
         for wd in weight_decays:
             g = torch.Generator().manual_seed(seed)
             lin = torch.nn.Linear(D, C)
-            torch.nn.init.zeros_(lin.weight); torch.nn.init.zeros_(lin.bias)
+            torch.nn.init.zeros_(lin.weight)
+            torch.nn.init.zeros_(lin.bias)
             opt = torch.optim.AdamW(lin.parameters(), lr=lr, weight_decay=wd)
             for ep in range(1, epochs + 1):
                 perm, tot = torch.randperm(N, generator=g), 0.0
                 for i in range(0, N, batch_size):
                     idx = perm[i:i + batch_size]
                     loss = F.cross_entropy(lin(Xtr[idx]), ytr[idx])
-                    opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
                     tot += loss.item() * len(idx)
                 vloss, vp = _eval_logits(lin, Xva, yva)
                 r = dict(lr=lr, weight_decay=wd, epoch=ep, train_loss=tot / N, val_loss=vloss,
@@ -187,7 +197,8 @@ def linear_probe(train_feats, train_labels, # (N,D) frozen features and (N,) int
     ytr, yva = torch.from_numpy(ytr), torch.from_numpy(yva)
     with torch_threads(c.num_threads): r, state, rows = _fit_grid(Xtr, ytr, Xva, yva, C, epochs, c.lrs, c.weight_decays,
                                                                   c.batch_size, _SELECT[select], c.seed)
-    lin = torch.nn.Linear(Xtr.shape[1], C); lin.load_state_dict(state)
+    lin = torch.nn.Linear(Xtr.shape[1], C)
+    lin.load_state_dict(state)
     with torch.no_grad(): tp = lin(Xte).softmax(1).double().numpy()
     return ProbeResult(test_acc=accuracy(yte, tp), test_auc=auc_score(yte, tp),
                        val_acc=r["val_acc"], val_auc=r["val_auc"], lr=r["lr"], weight_decay=r["weight_decay"],

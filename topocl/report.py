@@ -93,12 +93,15 @@ def table3(res:pd.DataFrame, metrics=TEST_METRICS)->pd.DataFrame:
                 x = g[(g.dataset == ds) & (g.variant == v)]
                 for m in metrics:
                     col = f"{ds} {m.removeprefix('test_').upper()}"
-                    if x.empty: row[col] = 'n/a'; continue
+                    if x.empty:
+                        row[col] = 'n/a'
+                        continue
                     star = ''
                     if who == 'topocl':
                         t = tests[(tests.dataset == ds) & (tests.method == meth) & (tests.control == 'baseline') & (tests.metric == m)]
                         star = _stars(t.p.iloc[0]) if len(t) else ''
-                    row[col] = _pm(x[m]) + star; avg[m].append(x[m].mean())
+                    row[col] = _pm(x[m]) + star
+                    avg[m].append(x[m].mean())
             for m in metrics:
                 row[f"Avg {m.removeprefix('test_').upper()}"] = f"{100 * np.mean(avg[m]):.2f}" if len(avg[m]) == len(datasets) else 'n/a'
             rows.append(row)
@@ -195,7 +198,8 @@ def _grid_report(name, settings, res, results, out, figures)->tuple:
         for m in TEST_METRICS:
             tables[f"{name}-{m.removeprefix('test_')}"] = settings_table(res, m, order=settings)
     else:
-        tests = compare_controls(res); avg = averaged_tests(res)
+        tests = compare_controls(res)
+        avg = averaged_tests(res)
         tables.update({name: table3(res), f'{name}-tests': tests, f'{name}-averaged': avg, f'{name}-tally': tally(tests, avg)})
         t6, t7 = cost_tables(results, res)
         tables.update({f'{name}-costs': t6, f'{name}-breakdown': t7})
@@ -206,22 +210,28 @@ def _grid_report(name, settings, res, results, out, figures)->tuple:
                 import matplotlib.pyplot as plt
                 for meth, g in gates.groupby('method', sort=False):
                     ax = plot_gates(g, title=f'Mean gate weight per expert ({meth})')
-                    ax.figure.savefig(out/f'{name}-gates-{meth}.png', dpi=120, bbox_inches='tight'); plt.close(ax.figure)
+                    ax.figure.savefig(out/f'{name}-gates-{meth}.png', dpi=120, bbox_inches='tight')
+                    plt.close(ax.figure)
                     figs.append(f'![gates {meth}]({name}-gates-{meth}.png)\n')
     text = [f'## Grid `{name}`\n', *(f'### {stem}\n\n{markdown(t)}\n' for stem, t in tables.items()), *figs]
     return tables, '\n'.join(text)
 
 def write_report(results, out=None, figures:bool=True)->dict:
     "The paper's tables of a results folder, in `out` (default RESULTS/report): {'tables', 'missing', 'files', 'markdown'}."
-    results = Path(results); out = Path(out or results/'report'); out.mkdir(parents=True, exist_ok=True)
+    results = Path(results)
+    out = Path(out or results/'report')
+    out.mkdir(parents=True, exist_ok=True)
     res, missing = collect(results)
     tables, parts = {}, [f'# Report of `{results}`\n',
                          f"{res.run_id.nunique() if len(res) else 0} run(s) finished, {len(missing)} not (listed in missing.csv).\n"]
     for name, g in load_manifest(results).groupby('grid', sort=False):
         r = res[res.grid == name] if len(res) else res
-        if r.empty: parts.append(f'## Grid `{name}`\n\nno finished run yet.\n'); continue
+        if r.empty:
+            parts.append(f'## Grid `{name}`\n\nno finished run yet.\n')
+            continue
         t, text = _grid_report(name, list(dict.fromkeys(g.setting)), r, results, out, figures)
-        tables.update(t); parts.append(text)
+        tables.update(t)
+        parts.append(text)
     if len(missing): parts.append(f'## Not finished\n\n{markdown(missing)}\n')
     files = [f for stem, t in tables.items() for f in save_table(t, out/stem, REPORT_FORMATS, stem)]
     files += save_table(missing, out/'missing', REPORT_FORMATS)

@@ -94,7 +94,8 @@ def fill_small_holes(mask:np.ndarray, # bool (H,W)
     "Fill 4-connected background parts that do not touch the border and have fewer than `max_px` pixels."
     lab, n = ndimage.label(np.pad(~mask, 1, constant_values=True))  # the pad joins all border-touching background
     fill = np.bincount(lab.ravel()) < max_px
-    fill[0] = False; fill[lab[0, 0]] = False
+    fill[0] = False
+    fill[lab[0, 0]] = False
     return mask | fill[lab][1:-1, 1:-1]
 
 def _disk(r:int)->np.ndarray:
@@ -303,14 +304,17 @@ class SamROI(ROIExtractor):
         ins, sizes = [], []
         for x in works:
             t = torch.as_tensor(p.transform.apply_image(x), device=dev).permute(2, 0, 1).contiguous()[None]
-            sizes.append(tuple(t.shape[-2:])); ins.append(self.model.preprocess(t.float()))
+            sizes.append(tuple(t.shape[-2:]))
+            ins.append(self.model.preprocess(t.float()))
         with torch.no_grad(): feats = self.model.image_encoder(torch.cat(ins))
         return [(feats[i:i+1], tuple(x.shape[:2]), sizes[i]) for i, x in enumerate(works)]
 
     def select(self, records:list, shape:tuple)->np.ndarray:
         "The foreground rule: union of generator masks that are not background-sized and do not wrap the border."
         out = np.zeros(shape, bool)
-        border = np.zeros(shape, bool); border[[0, -1]] = True; border[:, [0, -1]] = True
+        border = np.zeros(shape, bool)
+        border[[0, -1]] = True
+        border[:, [0, -1]] = True
         for r in records:
             m = r['segmentation']
             if m.mean() <= self.max_area and m[border].mean() <= self.max_border: out |= m
@@ -410,7 +414,8 @@ def roi_cache_key(extractor:ROIExtractor, images:np.ndarray, cache_key=None)->di
     "The cache key: extractor name and settings, the caller's dataset key (else a pixel hash), the images' shape."
     if cache_key is None:
         h = hashlib.blake2b(digest_size=16)
-        h.update(str((images.shape, images.dtype.str)).encode()); h.update(np.ascontiguousarray(images).data)
+        h.update(str((images.shape, images.dtype.str)).encode())
+        h.update(np.ascontiguousarray(images).data)
         cache_key = {'pixels_blake2b': h.hexdigest()}
     key = dict(format=_CACHE_FORMAT, extractor=extractor.name, settings=extractor.settings(),
                dataset=cache_key, shape=list(images.shape), dtype=images.dtype.str)
@@ -437,10 +442,12 @@ def _load(path:Path, key:dict)->ROIResult|None:
         with np.load(path, allow_pickle=False) as z:
             stored, shape = str(z['key'][()]), tuple(int(v) for v in z['shape'])
             if stored != _key_json(key):
-                warnings.warn(f'ROI cache {path} was computed for another key; recomputing'); return None
+                warnings.warn(f'ROI cache {path} was computed for another key; recomputing')
+                return None
             masks, fallback = PackedMasks(z['packed'], shape), z['fallback'].astype(np.int64)
     except Exception as e:
-        warnings.warn(f'ROI cache {path} is unreadable ({type(e).__name__}: {e}); recomputing'); return None
+        warnings.warn(f'ROI cache {path} is unreadable ({type(e).__name__}: {e}); recomputing')
+        return None
     return ROIResult(masks, fallback, key, path, True)
 
 # %% ../nbs/01_roi.ipynb #0050
@@ -473,6 +480,7 @@ def _extract_all(images, ex, bs, key, path, progress)->ROIResult:
     with tqdm(total=n, desc=f'ROI {ex.name}', unit='img', disable=None if progress else True) as bar:
         for s in range(0, n, bs):
             m, f = ex.extract_batch(images[s:s+bs])
-            packed[s:s+len(m)] = np.packbits(m.reshape(len(m), -1), axis=1); fell[s:s+len(m)] = f
+            packed[s:s+len(m)] = np.packbits(m.reshape(len(m), -1), axis=1)
+            fell[s:s+len(m)] = f
             bar.update(len(m))
     return ROIResult(PackedMasks(packed, (n, h, w)), np.flatnonzero(fell).astype(np.int64), key, path, False)

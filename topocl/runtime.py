@@ -51,14 +51,20 @@ class seeded:
     def __init__(self, seed:int): self.seed = seed
     def __enter__(self):
         self.states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        random.seed(self.seed); np.random.seed(self.seed); torch.manual_seed(self.seed)
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        torch.manual_seed(self.seed)
         return self
     def __exit__(self, *exc):
-        random.setstate(self.states[0]); np.random.set_state(self.states[1]); torch.set_rng_state(self.states[2])
+        random.setstate(self.states[0])
+        np.random.set_state(self.states[1])
+        torch.set_rng_state(self.states[2])
 
 def seed_everything(seed:int):
     "Seed Python, NumPy and torch (all devices) global generators."
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 def get_rng_states()->dict:
     "The global random states of this process (Python, NumPy, torch CPU and CUDA), as tensors and plain values."
@@ -73,7 +79,8 @@ def get_rng_states()->dict:
 def set_rng_states(s:dict):
     "Restore states saved by `get_rng_states`."
     n = s['numpy']
-    random.setstate(s['python']); torch.set_rng_state(s['torch'])
+    random.setstate(s['python'])
+    torch.set_rng_state(s['torch'])
     np.random.set_state(('MT19937', n['key'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
     if 'cuda' in s and torch.cuda.is_available() and len(s['cuda']) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(s['cuda'])
@@ -82,7 +89,9 @@ def set_rng_states(s:dict):
 @dataclass
 class DistInfo:
     "Where this process stands: rank, world size, device, and whether it started the process group."
-    rank:int = 0; world_size:int = 1; local_rank:int = 0
+    rank:int = 0
+    world_size:int = 1
+    local_rank:int = 0
     device:torch.device = field(default_factory=lambda: torch.device('cpu'))
     owns_group:bool = False
     @property

@@ -177,7 +177,8 @@ def auc_many(labels, # (N,) or (B,N) int labels 0..C-1
     for c in ([1] if C == 2 else range(C)):
         r = stats.rankdata(p[..., c], axis=-1)   # average ranks: a tie counts one half, as in roc_auc_score
         pos = y == c
-        n1 = pos.sum(-1); n0 = N - n1
+        n1 = pos.sum(-1)
+        n0 = N - n1
         with np.errstate(invalid='ignore', divide='ignore'):
             out.append(((r * pos).sum(-1) - n1 * (n1 + 1) / 2) / (n1 * n0))
     a = np.mean(out, 0)
@@ -338,7 +339,8 @@ def plot_screen(images, # (N,H,W) or (N,H,W,3) images of one split (the training
                ):
     "Per-class mean persistence images (both filtrations, H0 and H1), their difference, and a typical image per class."
     from matplotlib.figure import Figure
-    y = np.asarray(labels); C = int(y.max()) + 1
+    y = np.asarray(labels)
+    C = int(y.max()) + 1
     names = list(names or map(str, range(C)))
     R = resolution
     # (N, 4, R, R): sublevel H0, H1, superlevel H0, H1; rows of a persistence image are persistence, columns birth
@@ -352,27 +354,38 @@ def plot_screen(images, # (N,H,W) or (N,H,W,3) images of one split (the training
     for k, head in enumerate(f'{f} H{d}' for f in FILTRATIONS for d in (0, 1)):
         vmax = means[:, k].max() or 1.0
         for c in range(C): ax[c, k].imshow(means[c, k], origin='lower', extent=ext, cmap='magma', vmin=0, vmax=vmax)
-        diff = means[b, k] - means[a, k]; v = np.abs(diff).max() or 1.0
+        diff = means[b, k] - means[a, k]
+        v = np.abs(diff).max() or 1.0
         ax[C, k].imshow(diff, origin='lower', extent=ext, cmap='RdBu_r', vmin=-v, vmax=v)
-        ax[0, k].set_title(head, fontsize=9); ax[C, k].set_xlabel('birth', fontsize=8)
+        ax[0, k].set_title(head, fontsize=9)
+        ax[C, k].set_xlabel('birth', fontsize=8)
     for c in range(C):
         ax[c, 0].set_ylabel(f'{names[c]}\n(n={int((y == c).sum())})\npersistence', fontsize=8)
         i = np.flatnonzero(y == c)
         i = i[np.argmin(((pi[i] - means[c]) ** 2).sum((1, 2, 3)))]
         d, e = diagrams['sublevel'][i], ax[c, 4]
         e.plot([0, 1], [0, 1], 'k-', lw=0.5)
-        e.scatter(*d[0].T, s=8, label='H0'); e.scatter(*d[1].T, s=8, marker='^', label='H1')
-        e.set_xlim(0, 1); e.set_ylim(0, 1.02); e.set_xlabel('birth', fontsize=8); e.set_ylabel('death', fontsize=8)
+        e.scatter(*d[0].T, s=8, label='H0')
+        e.scatter(*d[1].T, s=8, marker='^', label='H1')
+        e.set_xlim(0, 1)
+        e.set_ylim(0, 1.02)
+        e.set_xlabel('birth', fontsize=8)
+        e.set_ylabel('death', fontsize=8)
         e.legend(fontsize=7, loc='lower right')
         ins = e.inset_axes([0.02, 0.55, 0.42, 0.42])
-        ins.imshow(np.asarray(images[i]), cmap='gray'); ins.set_xticks([]); ins.set_yticks([])
+        ins.imshow(np.asarray(images[i]), cmap='gray')
+        ins.set_xticks([])
+        ins.set_yticks([])
         if masks is not None: ins.contour(np.asarray(masks[i], float), levels=[0.5], colors='c', linewidths=0.6)
     ax[0, 4].set_title('typical image, sublevel diagram', fontsize=9)
     ax[C, 0].set_ylabel(f'{names[b]}\nminus {names[a]}\npersistence', fontsize=8)
     g = to_gray(np.asarray(images), rgb=np.ndim(images) == 4)
-    dimg = g[y == b].mean(0) - g[y == a].mean(0); v = np.abs(dimg).max() or 1.0
-    ax[C, 4].imshow(dimg, cmap='RdBu_r', vmin=-v, vmax=v); ax[C, 4].set_title('pixels: mean image difference', fontsize=9)
-    ax[C, 4].set_xticks([]); ax[C, 4].set_yticks([])
+    dimg = g[y == b].mean(0) - g[y == a].mean(0)
+    v = np.abs(dimg).max() or 1.0
+    ax[C, 4].imshow(dimg, cmap='RdBu_r', vmin=-v, vmax=v)
+    ax[C, 4].set_title('pixels: mean image difference', fontsize=9)
+    ax[C, 4].set_xticks([])
+    ax[C, 4].set_yticks([])
     for r in ax.ravel(): r.tick_params(labelsize=7)
     return fig
 
@@ -406,11 +419,17 @@ def screen(dataset:str='synthetic', # a `topocl.data.load_dataset` name
     sec, t0 = {}, time.perf_counter()
     def lap(name):
         nonlocal t0
-        t = time.perf_counter(); sec[name] = t - t0; t0 = t
-    splits = screen_splits(dataset, root, size, limit, **kw); lap('load')
-    masks = {s: compute_rois(x, ex, progress=progress).masks for s, (x, _) in splits.items()}; lap('roi')
-    dgms = {s: screen_diagrams(x, masks[s], opts.n_jobs, progress) for s, (x, _) in splits.items()}; lap('diagrams')
-    feats = {s: screen_features(x, masks[s], dgms[s]) for s, (x, _) in splits.items()}; lap('features')
+        t = time.perf_counter()
+        sec[name] = t - t0
+        t0 = t
+    splits = screen_splits(dataset, root, size, limit, **kw)
+    lap('load')
+    masks = {s: compute_rois(x, ex, progress=progress).masks for s, (x, _) in splits.items()}
+    lap('roi')
+    dgms = {s: screen_diagrams(x, masks[s], opts.n_jobs, progress) for s, (x, _) in splits.items()}
+    lap('diagrams')
+    feats = {s: screen_features(x, masks[s], dgms[s]) for s, (x, _) in splits.items()}
+    lap('features')
     (_, ytr), (_, yva), (_, yte) = (splits[s] for s in _data.SPLITS)
     fits = {k: logistic_probe((feats['train'][k], ytr), (feats['val'][k], yva), feats['test'][k]) for k in FEATURE_SETS}
     lap('fit')
@@ -430,7 +449,9 @@ def screen(dataset:str='synthetic', # a `topocl.data.load_dataset` name
     info = dict(dataset=dataset, size=size, roi=ex.name, limit=limit, images={s: len(y) for s, (_, y) in splits.items()},
                 classes=class_names(dataset, C), points_per_image=points, n_boot=n_boot, n_perm=n_perm, seed=seed)
     fig = None
-    if opts.figure: fig = plot_screen(splits['train'][0], ytr, dgms['train'], masks['train'], info['classes']); lap('figure')
+    if opts.figure:
+        fig = plot_screen(splits['train'][0], ytr, dgms['train'], masks['train'], info['classes'])
+        lap('figure')
     res = ScreenResult(info, pd.DataFrame(rows), pd.DataFrame(cmps), sec, fig)
     if out_dir is not None: res.save(out_dir)
     return res

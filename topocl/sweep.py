@@ -205,7 +205,9 @@ def _run_logged(cmd:list, log, env:dict)->int:
     p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env={**os.environ, **env})
     try: return p.wait()
     except BaseException:   # SystemExit from submitit's requeue, KeyboardInterrupt: the run must not outlive us
-        p.kill(); p.wait(); raise
+        p.kill()
+        p.wait()
+        raise
 
 def execute_run(row:dict, results, runner:str='papermill', gpus:int=1,
                 wait:float=0., # seconds to wait for another process that holds the run (0: skip it at once)
@@ -222,13 +224,15 @@ def execute_run(row:dict, results, runner:str='papermill', gpus:int=1,
         return done() or _execute_locked(row, results, runner, gpus, run, lock.env())
 
 def _execute_locked(row, results, runner, gpus, run, env):
-    run.path.mkdir(parents=True, exist_ok=True); run.failed.unlink(missing_ok=True)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.failed.unlink(missing_ok=True)
     t0, what = time.time(), f"run {row['id']} ({row['dataset']}, {row['method']}, {row['setting']}, seed {row['seed']})"
     write_spec(row, results)
     with open(run.log, 'a') as log:
         log.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {what}\n")
         for cmd in run_commands(row, results, runner, gpus):
-            log.write(f"$ {shlex.join(cmd)}\n"); log.flush()
+            log.write(f"$ {shlex.join(cmd)}\n")
+            log.flush()
             if rc := _run_logged(cmd, log, env):
                 save_json_atomic(run.failed, dict(id=row['id'], exit_code=rc, command=cmd, log=str(run.log)))
                 raise RuntimeError(f"{what} failed with exit code {rc}; its log: {run.log}")
@@ -297,8 +301,12 @@ def with_status(manifest:pd.DataFrame, results)->pd.DataFrame:
 def _local(rows, results, runner, jobs, say):
     def one(row):
         try: rec = execute_run(row, results, runner)
-        except Exception as e: say(f"FAILED {e}"); return e
-        if 'held_by' in rec: say(f"skipped {row['id']}: another process runs it ({rec['held_by']})"); return rec
+        except Exception as e:
+            say(f"FAILED {e}")
+            return e
+        if 'held_by' in rec:
+            say(f"skipped {row['id']}: another process runs it ({rec['held_by']})")
+            return rec
         say(f"done {row['id']} ({row['dataset']}, {row['method']}, {row['setting']}, seed {row['seed']}) in {rec['seconds']} s")
         return rec
     with ThreadPoolExecutor(max(1, jobs)) as pool: return list(pool.map(one, rows))
@@ -311,7 +319,9 @@ def _array(rows, results, runner, executor, options, say, wait):
     out = []
     for j in jobs:
         try: out.append(j.result())
-        except Exception as e: say(f"FAILED array task {j.job_id}: {str(e).strip().splitlines()[-1]}"); out.append(e)
+        except Exception as e:
+            say(f"FAILED array task {j.job_id}: {str(e).strip().splitlines()[-1]}")
+            out.append(e)
     return out
 
 def sweep(grid:Grid|str,               # a `Grid`, a preset name or a YAML file

@@ -60,7 +60,8 @@ def load_training_images(cfg:Config)->np.ndarray:
 
 def training_rois(cfg:Config, images, info:DistInfo|None=None):
     "ROI masks of the training images (bit-packed, cached in `roi.cache_dir`)."
-    info = info or DistInfo(); d = cfg.data
+    info = info or DistInfo()
+    d = cfg.data
     key = split_cache_key(d.name, d.split, d.size, len(images), d.options)
     cache = cfg.roi.cache_dir or default_cache_dir() / 'roi'
     ex = get_extractor(cfg.roi.extractor, **cfg.roi.options)
@@ -83,7 +84,8 @@ def ensure_calibration(cfg:Config, images, masks, info:DistInfo|None=None)->Cali
         cal = calibrate(np.asarray(images[np.sort(idx)]), np.stack([masks[int(i)] for i in np.sort(idx)]), settings,
                         cfg.persistence, n_jobs=max(1, cfg.num_workers),
                         meta=dict(dataset=cfg.data.name, split=cfg.data.split, size=cfg.data.size, roi=cfg.roi.extractor))
-        cal.save(path); return cal
+        cal.save(path)
+        return cal
     return check_calibration_matches(cfg, _rank0_first(info, make), path)
 
 def config_bands(cfg:Config)->dict:
@@ -108,7 +110,9 @@ def check_pretrained(cfg:Config)->tuple:
     out = []
     for stage, name, attr, cmd in ((1, 'visual', 'visual_ckpt', 'pretrain-visual'), (2, 'topology', 'topology_ckpt', 'pretrain-topo')):
         given = getattr(cfg, attr)
-        if given == 'scratch': out.append(None); continue   # the 'w/o pretraining' ablations of Table 5
+        if given == 'scratch':
+            out.append(None)
+            continue   # the 'w/o pretraining' ablations of Table 5
         path = Path(given) if given else stage_weights(cfg, stage)
         if not path.is_file():
             ck = RunFolder(cfg.out_dir).stage(stage).checkpoint
@@ -189,7 +193,8 @@ def write_metrics_csv(rows:list, path)->Path:
     "Per-epoch metrics as CSV (atomically): `METRIC_COLUMNS`, then what callbacks added (knn_acc, gate_*...)."
     extra = list(dict.fromkeys(k for r in rows for k in r if k not in METRIC_COLUMNS))
     with atomic_write(path, 'w') as f:
-        wr = csv.DictWriter(f, fieldnames=list(METRIC_COLUMNS) + extra); wr.writeheader()
+        wr = csv.DictWriter(f, fieldnames=list(METRIC_COLUMNS) + extra)
+        wr.writeheader()
         for r in rows: wr.writerow({k: r.get(k) for k in list(METRIC_COLUMNS) + extra})
     return Path(path)
 
@@ -214,7 +219,10 @@ def load_checkpoint_file(path, map_location='cpu', mmap:bool=False)->dict:
 @dataclass
 class TrainResult:
     "What `Trainer.fit` did."
-    stage:int; dir:Path; epochs_done:int; complete:bool
+    stage:int
+    dir:Path
+    epochs_done:int
+    complete:bool
     weights:Path|None        # the trained weights file (None until the last epoch is done)
     metrics:list             # one dict per epoch (`METRIC_COLUMNS`)
 
@@ -449,7 +457,8 @@ class Trainer:
 
     def _restore(self, ck:dict):
         "Optimiser, schedule, scaler, metrics and random states of a checkpoint."
-        self.opt.load_state_dict(ck['optimizer']); self.sched.load_state_dict(ck['scheduler'])
+        self.opt.load_state_dict(ck['optimizer'])
+        self.sched.load_state_dict(ck['scheduler'])
         self.scaler.load_state_dict(ck['scaler'])
         self.start, self.metrics, rng = ck['epoch'], list(ck['metrics']), ck['rng']
         if len(rng) != self.info.world_size:
@@ -460,7 +469,8 @@ class Trainer:
 
     def train_epoch(self, epoch:int)->dict:
         "One pass over the training images; returns (and records) the epoch's metrics row."
-        self.sampler.set_epoch(epoch); self.ddp.train()
+        self.sampler.set_epoch(epoch)
+        self.ddp.train()
         self._call('on_epoch_start', epoch)
         t0, wait, loss_sum, logs = time.perf_counter(), 0.0, 0.0, {}
         tw = time.perf_counter()
@@ -485,14 +495,18 @@ class Trainer:
         with torch.autocast('cuda', dtype=self.amp_dtype or torch.float16, enabled=self.amp):
             loss = self.compute_loss(batch)
         lval = loss.detach().float().reshape(())
-        if info.distributed: dist.all_reduce(lval); lval = lval / info.world_size
+        if info.distributed:
+            dist.all_reduce(lval)
+            lval = lval / info.world_size
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.opt)
         gnorm = float(torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm or math.inf))
         s = StepInfo(epoch, i, self.steps, float(lval), self.opt.param_groups[0]['lr'], gnorm)
         self._call('on_before_update', s)
-        self.scaler.step(self.opt); self.scaler.update(); self.sched.step()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
         self.method.on_step_end(epoch * self.steps + i, self.epochs * self.steps)
         self._call('on_step_end', s)
         return s
@@ -506,7 +520,8 @@ class Trainer:
             return
         rng = [get_rng_states()]
         if info.distributed:
-            rng = [None] * info.world_size; dist.all_gather_object(rng, get_rng_states())
+            rng = [None] * info.world_size
+            dist.all_gather_object(rng, get_rng_states())
         if info.is_main:
             ck = dict(stage=self.stage, epoch=epoch, method=self.method.state_dict(), optimizer=self.opt.state_dict(),
                       scheduler=self.sched.state_dict(), scaler=self.scaler.state_dict(), rng=rng, metrics=self.metrics,

@@ -52,7 +52,8 @@ class ViewDataset(Dataset):
 
     def __getitem__(self, key):
         epoch, i = key if isinstance(key, tuple) else (0, key)
-        i = int(i); img = np.asarray(self.images[i])
+        i = int(i)
+        img = np.asarray(self.images[i])
         s = sample_seed(self.seed, epoch, i)
         if not self.topology:
             with seeded(s): return tuple(v(img) for v in self.views)
