@@ -414,7 +414,7 @@ def timed_run(stage:int, cfg)->dict:
             self.marks.append((t0, time.perf_counter())); return s
 
     with _quiet_warnings():
-        tr = Timed(stage, cfg); res = tr.fit()
+        tr = Timed(T.build_stage(stage, cfg), cfg); res = tr.fit()
     m, marks, b = res.metrics[-1], tr.marks, cfg.train.batch_size
     out = dict(img_s=m['img_per_s'], wait=m['data_wait'], steady_img_s=float('nan'), steady_wait=float('nan'))
     if len(marks) >= 2:

@@ -163,7 +163,7 @@ def test_a_killed_run_resumes(tmp_path, cache_env):
 def test_a_time_limit_requeues_and_continues(tmp_path, cache_env):
     "submitit's local executor signals the time limit (USR2); the task is requeued and the run resumes from its checkpoint."
     g = S.Grid(**{**TINY, 'methods': ['simclr'], 'seeds': [0], 'variants': ['baseline'],
-                  'overrides': ['train.epochs=12', 'data.options.n=64', 'tensorboard=false']})
+                  'overrides': ['train.epochs=40', 'data.options.n=128', 'tensorboard=false']})   # stage 1: about a minute
     row = S.expand(g).iloc[0].to_dict()
     S.save_manifest(S.expand(g), tmp_path)
     import submitit
