@@ -573,7 +573,7 @@ def train_stage(stage:int,                       # 1, 2 or 3
     with distributed(cfg.device) as info:
         # a checkpoint's small entries are read without its tensors (mmap): a finished stage returns at once
         if resume and (done := finished_stage(cfg, stage, stage_checkpoint(cfg, stage, mmap=True))):
-            if info.is_main: print(f"[stage {stage}] already complete ({done.epochs_done} epochs) in {done.dir}", flush=True)
+            if info.is_main: print(f"[stage {stage}] already complete ({done.epochs_done}/{cfg.train.epochs} epochs) in {done.dir}", flush=True)
             return done
         return Trainer(build_stage(stage, cfg, info), cfg, callbacks, info).fit(resume=resume, max_epochs=max_epochs)
 
