@@ -383,3 +383,10 @@ def test_unreadable_cache_records(tmp_path):
     meta.write_text('garbage')
     x2, _ = load_medmnist('breastmnist', 'val', root=tmp_path, size=128)
     assert (np.asarray(x2) == np.asarray(x)).all() and json.loads(meta.read_text())['bytes'] > 0
+
+
+def test_medmnist_table_is_the_packages():
+    "topocl reads medmnist's info.py without the package's __init__ (which imports scikit-learn): the same table."
+    import medmnist.info
+    from topocl.data import MEDMNIST_INFO
+    assert MEDMNIST_INFO == medmnist.info.INFO

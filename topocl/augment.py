@@ -11,7 +11,6 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
-from sklearn.isotonic import IsotonicRegression
 import torch
 from torchvision.transforms import v2
 import topocl
@@ -281,10 +280,15 @@ def _crossing(x, y, level, first_at_or_above:bool):
     x0, x1, y0, y1 = x[k - 1], x[k], y[k - 1], y[k]
     return float(x1) if y1 == y0 else float(x0 + (level - y0) / (y1 - y0) * (x1 - x0))
 
+def _isotonic(x, y):
+    "The non-decreasing least-squares fit of y over x (scikit-learn, imported here: most processes never calibrate)."
+    from sklearn.isotonic import IsotonicRegression
+    return IsotonicRegression(increasing=True).fit_transform(x, y)
+
 def _fit_levels(x, med, bands) -> dict:
     "Per band: the x-range whose (isotonic) median r lies inside it, or why there is none."
     x, med = np.asarray(x, float), np.asarray(med, float)
-    iso = IsotonicRegression(increasing=True).fit_transform(x, med) if len(x) > 1 else med.copy()
+    iso = _isotonic(x, med) if len(x) > 1 else med.copy()
     res = {}
     for level, (lo, hi) in bands.items():
         info = {'band': [lo, hi], 'max_median_r': float(med.max()) if len(med) else 0.0}
@@ -594,7 +598,7 @@ def calibrate(images, # uint8 (N,H,W) / (N,H,W,3) or float [0,1]: the calibratio
                 if op not in entries:
                     raise ValueError(f"combos: {op!r} is in a combination but not in ops, so it has no unit; add it to ops")
                 e = entries[op]
-                iso = IsotonicRegression(increasing=True).fit_transform(e['x'], e['r']['median'])
+                iso = _isotonic(e['x'], e['r']['median'])
                 units[op] = _crossing(np.asarray(e['x']), iso, top, True) if iso.max() >= top else float(e['x'][-1])
         # phase 2: combinations along t * unit
         tg = sorted(float(t) for t in s.t_grid)

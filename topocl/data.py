@@ -14,10 +14,23 @@ import numpy as np
 from scipy import ndimage
 from PIL import Image
 import torch
-from medmnist.info import INFO as MEDMNIST_INFO
+import importlib.util
+
+def _medmnist_info()->dict:
+    "medmnist's table of data sets (`medmnist.info.INFO`), read without the package's __init__: that imports its evaluator and scikit-learn, 0.8 s of every process's start."
+    try:
+        spec = importlib.util.spec_from_file_location('_medmnist_info', Path(importlib.util.find_spec('medmnist').origin).parent/'info.py')
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod.INFO
+    except (AttributeError, OSError, TypeError):   # a package laid out otherwise: the plain import
+        from medmnist.info import INFO
+        return INFO
+
+MEDMNIST_INFO = _medmnist_info()
 
 # %% auto #0
-__all__ = ['BT601', 'SYNTHETIC_CLASSES', 'SYNTHETIC_SIZES', 'SYNTHETIC_VERSION', 'SPLITS', 'default_cache_dir', 'data_root', 'atomic_write', 'save_npy_atomic', 'save_json_atomic', 'check_image', 'as_float_image', 'image_tensor', 'to_float', 'to_gray', 'SyntheticSet', 'make_synthetic', 'synthetic_dir', 'load_synthetic', 'save_synthetic', 'MEDMNIST_FLAGS', 'MEDMNIST_SIZES', 'medmnist_file', 'example_data', 'load_medmnist', 'make_fake_medmnist', 'ISIC2019_CLASSES', 'ISIC2019_CSV', 'ISIC2019_IMAGES', 'KVASIR_CLASSES', 'IMAGE_SUFFIXES', 'isic2019_items', 'kvasir_items', 'stratified_split', 'load_isic2019', 'load_kvasir', 'make_fake_isic2019', 'make_fake_kvasir', 'DATASETS', 'FOLDER_CHANNELS', 'load_dataset', 'ImageDataset', 'describe_dataset', 'prepare_dataset', 'register_dataset', 'split_cache_key', 'dataset_channels']
+__all__ = ['MEDMNIST_INFO', 'BT601', 'SYNTHETIC_CLASSES', 'SYNTHETIC_SIZES', 'SYNTHETIC_VERSION', 'SPLITS', 'default_cache_dir', 'data_root', 'atomic_write', 'save_npy_atomic', 'save_json_atomic', 'check_image', 'as_float_image', 'image_tensor', 'to_float', 'to_gray', 'SyntheticSet', 'make_synthetic', 'synthetic_dir', 'load_synthetic', 'save_synthetic', 'MEDMNIST_FLAGS', 'MEDMNIST_SIZES', 'medmnist_file', 'example_data', 'load_medmnist', 'make_fake_medmnist', 'ISIC2019_CLASSES', 'ISIC2019_CSV', 'ISIC2019_IMAGES', 'KVASIR_CLASSES', 'IMAGE_SUFFIXES', 'isic2019_items', 'kvasir_items', 'stratified_split', 'load_isic2019', 'load_kvasir', 'make_fake_isic2019', 'make_fake_kvasir', 'DATASETS', 'FOLDER_CHANNELS', 'load_dataset', 'ImageDataset', 'describe_dataset', 'prepare_dataset', 'register_dataset', 'split_cache_key', 'dataset_channels']
 
 # %% ../nbs/00_data.ipynb #0006
 def default_cache_dir()->Path:

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 
 # %% auto #0
 __all__ = ['accuracy', 'auc_score', 'standardize', 'ProbeResult', 'LinearProbeConfig', 'torch_threads', 'linear_probe']
@@ -39,6 +38,7 @@ def auc_score(labels, # (N,) int class labels
         if on_missing == "nan": return float("nan")
         raise ValueError(f"AUC is undefined: class(es) {missing} of {C} never occur in the labels "
                          f"({len(labels)} samples); use a split that holds every class")
+    from sklearn.metrics import roc_auc_score   # here: importing scikit-learn takes half a second of every process's start
     if C == 2: return float(roc_auc_score(labels, probs[:, 1]))
     # sklearn insists on rows summing to 1 in float64; renormalise away float32 rounding
     probs = probs / probs.sum(1, keepdims=True)
