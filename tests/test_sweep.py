@@ -11,7 +11,7 @@ from topocl.cli import main
 
 # two methods x two seeds, the tiny preset, the baseline and TopoCL, short probes
 TINY = dict(name='tiny', preset='tiny', datasets=['synthetic'], methods=['simclr', 'byol'], seeds=[0, 1],
-            variants=['baseline', 'topocl'], probe_epochs=5, limit=60, overrides=['tensorboard=false'])
+            variants=['baseline', 'topocl'], probe_epochs=5, limit=60, overrides=['tensorboard=false', 'stage_epochs=[1,1,1]'])
 
 def topocl(*args, env=None, check=True, timeout=900, **kw):
     e = {**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})}

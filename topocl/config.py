@@ -249,9 +249,12 @@ def parse_overrides(overrides)->dict:
 
 def apply_overrides(cfg:Config, overrides:dict|list|tuple|None)->Config:
     "A copy of `cfg` with dotted-key overrides applied, merged by OmegaConf: `{'train.lr': 0.01}` or `['train.lr=0.01']`."
-    if not overrides: return cfg
+    return _updated(cfg, parse_overrides(overrides).items()) if overrides else cfg
+
+def _updated(cfg:Config, pairs)->Config:
+    "`cfg` with each (dotted key, value) of `pairs` set in order, on one OmegaConf node."
     node = OmegaConf.structured(cfg)
-    for key, value in parse_overrides(overrides).items():
+    for key, value in pairs:
         if key in _DERIVED: raise ValueError(f"{key} follows {_DERIVED[key]}: set {_DERIVED[key]}")
         if isinstance(value, str) and value.lower() in ('none', 'null') and 'None' in _wanted(_field_type(key) or str):
             value = None
@@ -466,8 +469,9 @@ def resolve_config(base:Config|str, # a preset name (`PRESETS`), or a Config: a 
     if isinstance(base, str):
         if base not in PRESETS: raise ValueError(f"preset: expected one of {', '.join(PRESETS)}, got {base!r}")
         base = PRESETS[base]()
-    cfg = base
-    for layer in layers: cfg = apply_overrides(cfg, layer)
+    # every layer's keys in order on one node (a structured node takes 10-20 ms to build)
+    pairs = [kv for layer in layers if layer for kv in parse_overrides(layer).items()]
+    cfg = _updated(base, pairs) if pairs else base
     if cfg.data.name != 'synthetic' and 'n' in cfg.data.options:   # a synthetic preset's training-set size, elsewhere
         cfg = replace(cfg, data=replace(cfg.data, options=cfg.data.split_options()))
     return with_channels(validate_config(cfg, environment=environment))
