@@ -15,20 +15,23 @@ def topocl(*args, cwd=None, env=None, check=True, timeout=600):
     if check and r.returncode != 0: raise AssertionError(f'topocl {args} failed ({r.returncode}):\n{r.stderr[-3000:]}')
     return r
 
+def _main(capsys, *args):
+    "`topocl ARGS` in this process: (exit status, what it printed)."
+    try: rc = main([str(a) for a in args])
+    except SystemExit as e: rc = e.code     # argparse's own errors
+    return rc, capsys.readouterr()
+
 def here(capsys, *args):
     """`topocl ARGS` in this process: (exit status, stderr). An error that escaped as a traceback would raise here and
     fail the test, so a returned status of 2 is the one-line refusal a user sees."""
-    try: rc = main([str(a) for a in args])
-    except SystemExit as e: rc = e.code     # argparse's own errors
-    return rc, capsys.readouterr().err
+    rc, printed = _main(capsys, *args)
+    return rc, printed.err
 
 def here_ok(capsys, *args)->str:
     "`topocl ARGS` in this process, which must succeed: its standard output (the work without a second Python start)."
-    try: rc = main([str(a) for a in args])
-    except SystemExit as e: rc = e.code
-    out = capsys.readouterr()
-    assert rc == 0, out.err[-3000:]
-    return out.out
+    rc, printed = _main(capsys, *args)
+    assert rc == 0, printed.err[-3000:]
+    return printed.out
 
 # the two-seed run of `tiny_run`: every stage, 4 variants, stage budgets 2,1,2
 RUN = dict(preset='tiny', seeds=[0, 1], limit=48, probe_epochs=5, stage_epochs='2,1,2',

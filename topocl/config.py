@@ -153,9 +153,13 @@ def _field_type(key:str):
         tp = typing.get_type_hints(tp).get(part)
     return tp
 
+def _hint_args(hint)->tuple:
+    "The alternatives of an annotation: (int, NoneType) for `int|None`, (int,) for `int`."
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
 def _wanted(tp)->str:
     "'an integer', 'a number or None', ... for an annotation."
-    args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    args = _hint_args(tp)
     words = [_TYPE_WORDS.get(typing.get_origin(a) or a, getattr(a, '__name__', str(a))) for a in args if a is not type(None)]
     return ' or '.join(words + (['None'] if type(None) in args else []))
 
@@ -205,9 +209,6 @@ def _migrate(d:dict)->dict:
         p[key] = v
     if p is not None: d['persistence'] = p
     return d
-
-def _hint_args(hint)->tuple:
-    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
 
 def _plain(x, hint=None):
     "Nested dicts and lists of a config's values; an int in a float field becomes a float, as OmegaConf stores it."
