@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy import stats
 
 # %% auto #0
-__all__ = ['accuracy', 'auc_score', 'standardize', 'ProbeResult', 'LinearProbeConfig', 'torch_threads', 'linear_probe']
+__all__ = ['accuracy', 'auc_many', 'auc_score', 'standardize', 'ProbeResult', 'LinearProbeConfig', 'torch_threads',
+           'linear_probe']
 
 # %% ../nbs/40_probe.ipynb #0006
 def accuracy(labels, probs) -> float:
@@ -23,6 +25,28 @@ def accuracy(labels, probs) -> float:
     return float((probs.argmax(1) == labels).mean())
 
 # %% ../nbs/40_probe.ipynb #0007
+def auc_many(labels, # (N,) or (B,N) int labels 0..C-1
+             probs, # (N,C) or (B,N,C) probabilities
+            ) -> np.ndarray: # a float for (N,C) input, else (B,) AUCs (nan where a class is absent)
+    "ROC AUC of one or many (resampled) label sets at once, from ranks: binary AUC of class 1, or one-vs-rest macro AUC for C > 2."
+    p = np.asarray(probs, np.float64)
+    one = p.ndim == 2
+    if one: p = p[None]
+    B, N, C = p.shape
+    # rows are renormalised: probabilities from float32 sum to 1 only up to rounding, which would split ties
+    if C > 2: p = p / p.sum(-1, keepdims=True)
+    y = np.broadcast_to(np.asarray(labels), (B, N))
+    out = []
+    for c in ([1] if C == 2 else range(C)):
+        r = stats.rankdata(p[..., c], axis=-1)   # average ranks: a tie counts one half, as in a ROC curve's area
+        pos = y == c
+        n1 = pos.sum(-1)
+        n0 = N - n1
+        with np.errstate(invalid='ignore', divide='ignore'):
+            out.append(((r * pos).sum(-1) - n1 * (n1 + 1) / 2) / (n1 * n0))
+    a = np.mean(out, 0)
+    return float(a[0]) if one else a
+
 def auc_score(labels, # (N,) int class labels
               probs, # (N,C) class probabilities (rows sum to 1)
               on_missing:str="raise", # a class absent from `labels`: "raise" a ValueError or return "nan"
@@ -38,11 +62,7 @@ def auc_score(labels, # (N,) int class labels
         if on_missing == "nan": return float("nan")
         raise ValueError(f"AUC is undefined: class(es) {missing} of {C} never occur in the labels "
                          f"({len(labels)} samples); use a split that holds every class")
-    from sklearn.metrics import roc_auc_score   # here: importing scikit-learn takes half a second of every process's start
-    if C == 2: return float(roc_auc_score(labels, probs[:, 1]))
-    # sklearn insists on rows summing to 1 in float64; renormalise away float32 rounding
-    probs = probs / probs.sum(1, keepdims=True)
-    return float(roc_auc_score(labels, probs, multi_class="ovr", average="macro", labels=np.arange(C)))
+    return auc_many(labels, probs)
 
 # %% ../nbs/40_probe.ipynb #0011
 def standardize(train:np.ndarray, # (N,D) features whose statistics are used

@@ -16,15 +16,15 @@ from . import data as _data
 from .data import atomic_write, to_float, to_gray
 from .evaluate import load_splits, ph_vectors
 from .persistence import FILTRATIONS, EngineSettings, _pool_axis, compute_diagrams
-from .probe import accuracy, auc_score, standardize
+from .probe import accuracy, auc_many, auc_score, standardize
 from .roi import compute_rois, get_extractor
 from .statistics import markdown, save_table
 
 # %% auto #0
 __all__ = ['VECTORISATIONS', 'FEATURE_SETS', 'CS', 'METRIC_FNS', 'COMPARISONS', 'check_labels', 'screen_splits', 'class_names',
            'screen_diagrams', 'pixel_features', 'histogram_features', 'diagram_features', 'screen_features',
-           'logistic_probe', 'auc_many', 'acc_many', 'bootstrap_indices', 'bootstrap_ci', 'paired_permutation_test',
-           'verdict', 'check_out_dir', 'ScreenResult', 'plot_screen', 'ScreenSettings', 'screen']
+           'logistic_probe', 'acc_many', 'bootstrap_indices', 'bootstrap_ci', 'paired_permutation_test', 'verdict',
+           'check_out_dir', 'ScreenResult', 'plot_screen', 'ScreenSettings', 'screen']
 
 # %% ../nbs/47_screen.ipynb #s006
 def check_labels(splits:dict, # {'train'|'val'|'test': (images, labels)}
@@ -163,27 +163,6 @@ def logistic_probe(train:tuple, # (X, y) the classifier is fitted on
     return dict(C=float(C), val_auc=va_auc, val_acc=va_acc, probs=m.predict_proba(Xte))
 
 # %% ../nbs/47_screen.ipynb #s028
-def auc_many(labels, # (N,) or (B,N) int labels 0..C-1
-             probs, # (N,C) or (B,N,C) probabilities
-            ) -> np.ndarray: # a float for (N,C) input, else (B,) AUCs (nan where a class is absent)
-    "`auc_score` of many resamples at once, from ranks: binary AUC, or one-vs-rest macro AUC for C > 2."
-    p = np.asarray(probs, np.float64)
-    one = p.ndim == 2
-    if one: p = p[None]
-    B, N, C = p.shape
-    if C > 2: p = p / p.sum(-1, keepdims=True)   # as `auc_score` does, so that ties fall alike
-    y = np.broadcast_to(np.asarray(labels), (B, N))
-    out = []
-    for c in ([1] if C == 2 else range(C)):
-        r = stats.rankdata(p[..., c], axis=-1)   # average ranks: a tie counts one half, as in roc_auc_score
-        pos = y == c
-        n1 = pos.sum(-1)
-        n0 = N - n1
-        with np.errstate(invalid='ignore', divide='ignore'):
-            out.append(((r * pos).sum(-1) - n1 * (n1 + 1) / 2) / (n1 * n0))
-    a = np.mean(out, 0)
-    return float(a[0]) if one else a
-
 def acc_many(labels, probs) -> np.ndarray:
     "`accuracy` of many resamples at once (shapes as `auc_many`)."
     p = np.asarray(probs)
