@@ -96,7 +96,10 @@ def train_variants(cfg:Config, variants, resume:bool=True)->dict:
     if 'matched' in need:   # as many visual-encoder epochs as TopoCL's ResNet gets (stages 1 and 3), one schedule
         r['matched'] = train_stage(1, visual_only('baseline-matched', e1 + e3), resume=resume)
     if 'equal-time' in need:
-        r['equal-time'] = train_stage(1, visual_only('baseline-equal-time', equal_time_epochs(cfg)), resume=resume)
+        epochs = equal_time_epochs(cfg)
+        # as many epochs as the matched baseline: the same run (seed, data, schedule), trained once
+        same = 'matched' in r and epochs == e1 + e3
+        r['equal-time'] = r['matched'] if same else train_stage(1, visual_only('baseline-equal-time', epochs), resume=resume)
     if 'no-diagrams' in need:   # the same stage 3 from the same weights and views, every diagram empty
         blind = replace(cfg, out_dir=str(seed_dir.variant('topocl-no-diagrams').path),
                         augment=replace(cfg.augment, empty_diagrams=True, calibration=str(calibration_path(cfg))),
@@ -133,14 +136,17 @@ def probe_features(feats:dict, splits:dict, seed:int=0, probe:LinearProbeConfig|
 
 def probe_variants(variants, runs:dict, splits:dict, tokens:dict, seed:int, probe:LinearProbeConfig|None=None, device=None)->dict:
     "Probe each variant with the same linear probe: {variant: record}."
-    out, kept = {}, {}
+    out, kept, done = {}, {}, {}
     for v in variants:
         if v not in PROBES: continue
         run, kind = PROBES[v]
         toks = {s: t.emptied() for s, t in tokens.items()} if v == 'topocl-no-diagrams' else tokens
-        rec, det = probe_checkpoint(runs[run].weights, kind, LinearProbeConfig.make(probe, seed=seed), FeatureOptions(device=device),
-                                    splits=splits, tokens=toks, return_details=True)
-        out[v] = rec
+        key = (str(runs[run].weights), kind)   # two variants of one run (`train_variants`) share its probe
+        if key not in done:
+            done[key] = probe_checkpoint(runs[run].weights, kind, LinearProbeConfig.make(probe, seed=seed),
+                                         FeatureOptions(device=device), splits=splits, tokens=toks, return_details=True)
+        rec, det = done[key]
+        out[v] = dict(rec)
         if v == 'baseline': kept['baseline'] = det['features']
     ph = {s: ph_vectors(t.diagrams) for s, t in tokens.items()} if any(v.startswith('ph-vector') for v in variants) else {}
     if 'ph-vector' in variants: out['ph-vector'] = {'kind': 'ph-vector', **probe_features(ph, splits, seed, probe)}
