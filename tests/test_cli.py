@@ -1,10 +1,10 @@
-"""The `topocl` console command end to end. The console command itself runs as a subprocess, as a user runs it, in
-the tests of help, data info, export and run; the other commands run in this process through `topocl.cli.main`
-(`here`, `here_ok`), since a subprocess costs ~5 s of imports (the demo, roi, calibrate and probe do their whole work).
-One tiny two-seed `topocl run` (`tiny_run`) is shared by the tests that only read it."""
-import json, os, shutil, socket, subprocess, sys
+"""The `topocl` console command end to end. The installed console command runs as a subprocess, as a user runs it,
+in the help test (and in test_sweep's sweeps and test_train's killed run); the commands' work runs in this process
+through `topocl.cli.main` (`here`, `here_ok`), since a subprocess costs ~4 s of imports. One tiny two-seed
+`topocl run` (`tiny_run`) is shared by the tests that only read it."""
+import contextlib, io, json, os, shutil, socket, subprocess, sys
+from types import SimpleNamespace
 from pathlib import Path
-import numpy as np
 import pytest
 from topocl.cli import main
 
@@ -39,14 +39,18 @@ RUN = dict(preset='tiny', seeds=[0, 1], limit=48, probe_epochs=5, stage_epochs='
 
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
-    """`topocl run` on the tiny preset (`RUN`), once per module: (run folder, the command's CompletedProcess).
-    Read by test_run_two_seeds_then_probe (tables, `topocl probe`), test_export_loads_into_plain_torchvision
+    """`topocl run` on the tiny preset (`RUN`) in this process, once per module: (run folder, what it printed, as
+    `.out` and `.err`). Read by test_run_two_seeds_then_probe (tables, `topocl probe`), test_export_loads_into_plain_torchvision
     (seed0/stage1/visual.pt) and test_papermill_experiment_notebook (a copy whose stages the notebook reuses)."""
     d = tmp_path_factory.mktemp('tiny-run')
-    r = topocl('run', '--preset', RUN['preset'], '--out-dir', d/'run', '--seeds', *RUN['seeds'], '--limit', RUN['limit'],
-               '--probe-epochs', RUN['probe_epochs'], '--stage-epochs', RUN['stage_epochs'], '--variants', *RUN['variants'],
-               env={'TOPOCL_CACHE': str(d/'cache')})
-    return d/'run', r
+    out, err = io.StringIO(), io.StringIO()
+    args = ['run', '--preset', RUN['preset'], '--out-dir', d/'run', '--seeds', *RUN['seeds'], '--limit', RUN['limit'],
+            '--probe-epochs', RUN['probe_epochs'], '--stage-epochs', RUN['stage_epochs'], '--variants', *RUN['variants']]
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        mp.setenv('TOPOCL_CACHE', str(d/'cache'))
+        rc = main([str(a) for a in args])
+    assert rc == 0, err.getvalue()[-3000:]
+    return d/'run', SimpleNamespace(out=out.getvalue(), err=err.getvalue())
 
 def test_help_lists_every_command():
     out = topocl('--help').stdout
@@ -54,8 +58,8 @@ def test_help_lists_every_command():
                 'sweep', 'report', 'screen'):
         assert cmd in out, cmd
 
-def test_data_info_on_real_breastmnist(medmnist_root):
-    info = json.loads(topocl('data', 'info', '--dataset', 'breastmnist', '--root', medmnist_root).stdout)
+def test_data_info_on_real_breastmnist(medmnist_root, capsys):
+    info = json.loads(here_ok(capsys, 'data', 'info', '--dataset', 'breastmnist', '--root', medmnist_root))
     assert {s: v['count'] for s, v in info['splits'].items()} == {'train': 546, 'val': 78, 'test': 156}
 
 def test_missing_file_is_one_clear_line(tmp_path, capsys, isolated_env):
@@ -87,7 +91,7 @@ def test_export_loads_into_plain_torchvision(tmp_path, tiny_run, capsys):
     import torch
     from topocl.model import load_checkpoint
     ck = tiny_run[0]/'seed0'/'stage1'/'visual.pt'     # read only: the export is written to tmp_path
-    out = json.loads(topocl('export', ck, tmp_path/'exp').stdout)
+    out = json.loads(here_ok(capsys, 'export', ck, tmp_path/'exp'))
     assert set(out) == {'visual'} and Path(out['visual']['weights']).is_file()
     side = json.loads((tmp_path/'exp'/'visual-resnet18.json').read_text())
     assert side['in_chans'] == 1 and side['stem_changes'] == {'conv1': 'torch.nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)'}
@@ -101,9 +105,9 @@ def test_export_loads_into_plain_torchvision(tmp_path, tiny_run, capsys):
 
 def test_run_two_seeds_then_probe(tmp_path, tiny_run, capsys, monkeypatch):
     "`topocl run` on the tiny preset: stages, probes, tables; then `topocl probe` of the saved TopoCL model."
-    out, r = tiny_run
+    out, printed = tiny_run
     monkeypatch.setenv('TOPOCL_CACHE', str(tmp_path/'cache'))   # the probe's ROI and diagram caches: not in the shared run's
-    assert 'headline (chosen on validation accuracy)' in r.stdout and 'ACC' in r.stdout
+    assert 'headline (chosen on validation accuracy)' in printed.out and 'ACC' in printed.out
     for f in ('results.csv', 'summary.csv', 'comparison.json', 'gates.png'): assert (out/f).is_file(), f
     rows = json.loads((out/'results.json').read_text())
     assert {x['variant'] for x in rows} == {'baseline', 'baseline-matched', 'topocl', 'topocl-visual'}
@@ -118,7 +122,7 @@ def test_run_two_seeds_then_probe(tmp_path, tiny_run, capsys, monkeypatch):
     assert x.experiment.variants == RUN['variants']
     rec = json.loads(here_ok(capsys, 'probe', out/'seed0'/'stage3'/'topocl.pt', '--limit', 48, '--set', 'experiment.probe_epochs=5'))
     assert rec['kind'] == 'fused' and 0 <= rec['test_acc'] <= 1 and set(rec['gate_mean']) >= {'visual', 'topology'}
-    assert '\r' not in r.stdout + r.stderr     # piped: no progress bars, one line per epoch
+    assert '\r' not in printed.out + printed.err     # not a terminal: no progress bars, one line per epoch
 
 def _files(folder):
     return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob('*') if p.is_file()}
@@ -158,17 +162,19 @@ def test_papermill_experiment_notebook(tmp_path, monkeypatch, tiny_run):
     assert f'topocl run --config {spec}' in text
     assert 'starting from scratch' not in text             # the copied stages were reused, not trained again
 
-# the tiny preset's widths (topocl.train.tiny_config): the demo's own model (ResNet-18 with the small-input stem at full
-# width, a 384-wide topology encoder and MoE) took 3/4 of the test's time, and no assertion below is about its size
-SMALL_MODEL = ['model.small_input=false', 'model.topo_dim=32', 'model.topo_heads=2', 'model.topo_out=32', 'model.fusion_dim=32',
-               'model.expert_dim=32', 'model.hidden=32', 'model.embed_dim=16', 'model.cross_tokens=4', 'model.fusion_heads=2']
+# the tiny preset's widths and calibration images (topocl.config.tiny_config): the demo's own model (ResNet-18 with the
+# small-input stem at full width, a 384-wide topology encoder and MoE) took 3/4 of the test's time and its calibration on
+# 32 images a quarter of the rest; no assertion below is about either
+TINY_PARTS = ['augment.calib_samples=8', 'model.small_input=false', 'model.topo_dim=32', 'model.topo_heads=2',
+              'model.topo_out=32', 'model.fusion_dim=32', 'model.expert_dim=32', 'model.hidden=32', 'model.embed_dim=16',
+              'model.cross_tokens=4', 'model.fusion_heads=2']
 
 def test_demo_main_command(tmp_path, capsys, monkeypatch):
     """The README's main command, shortened (one epoch per stage, 128 training and 64 probe images, the tiny preset's
-    model widths through `--set`): every variant, the tables."""
+    model widths and calibration through `--set`): every variant, the tables."""
     monkeypatch.setenv('TOPOCL_CACHE', str(tmp_path/'cache'))
     table = here_ok(capsys, 'demo', '--epochs', 1, '--n-train', 128, '--limit', 64, '--probe-epochs', 10,
-                    '--out-dir', tmp_path/'demo', *[a for kv in SMALL_MODEL for a in ('--set', kv)])
+                    '--out-dir', tmp_path/'demo', *[a for kv in TINY_PARTS for a in ('--set', kv)])
     assert 'baseline-equal-time' in table and 'topocl-no-diagrams' in table and 'ACC' in table and 'AUC' in table
     rows = json.loads((tmp_path/'demo'/'results.json').read_text())
     assert {(x['variant'], x['kind']) for x in rows} == {

@@ -1,6 +1,5 @@
 "`topocl screen`: the report it writes, topology against pixels on the synthetic set, bad input, real BreastMNIST."
-import json, os, shutil, subprocess, sys
-from pathlib import Path
+import json, os
 import numpy as np
 import pytest
 
@@ -11,29 +10,23 @@ from topocl.screen import FEATURE_SETS, ScreenSettings, screen
 FILES = ['report.md', 'screen.json', 'screen.png', 'table.csv', 'table.json']
 FAST = dict(n_boot=200, n_perm=200)   # resamples enough for a test, a tenth of the defaults' time (`ScreenSettings`)
 
-def _command() -> list:
-    "The installed console command: on PATH, else beside this Python (a venv not activated), else its module."
-    exe = shutil.which('topocl') or Path(sys.executable).parent/'topocl'
-    return [str(exe)] if Path(exe).exists() else [sys.executable, '-m', 'topocl.cli']
-
-def topocl(*args, check=True):
-    "The console command, as a user runs it."
-    r = subprocess.run([*_command(), *map(str, args)], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    if check and r.returncode != 0: raise AssertionError(f'topocl {args} failed ({r.returncode}):\n{r.stderr[-3000:]}')
-    return r
-
 def cli(capsys, *argv):
-    "`topocl` in this process: exit status and stderr."
-    rc = main(list(map(str, argv)))
-    return rc, capsys.readouterr().err
+    "`topocl` in this process (a subprocess would add ~4 s of imports): exit status and stderr."
+    return run(capsys, *argv)[::2]
 
-def test_cli_writes_the_report(tmp_path, isolated_env):
+def run(capsys, *argv):
+    "`topocl` in this process: exit status, stdout and stderr."
+    rc = main(list(map(str, argv)))
+    printed = capsys.readouterr()
+    return rc, printed.out, printed.err
+
+def test_cli_writes_the_report(tmp_path, isolated_env, capsys):
     out = tmp_path/'screen'
-    r = topocl('screen', '--dataset', 'synthetic', '--limit', 150, '--out-dir', out, '--n-boot', 200, '--n-perm', 200)
-    assert 'Verdict:' in r.stdout and 'pixels+topology' in r.stdout
+    rc, said, err = run(capsys, 'screen', '--dataset', 'synthetic', '--limit', 150, '--out-dir', out, '--n-boot', 200, '--n-perm', 200)
+    assert rc == 0, err
+    assert 'Verdict:' in said and 'pixels+topology' in said
     assert sorted(os.listdir(out)) == FILES   # no temporary file left behind
-    assert json.loads(r.stdout[r.stdout.index('{\n'):])['report'] == str(out/'report.md')
+    assert json.loads(said[said.index('{\n'):])['report'] == str(out/'report.md')
     md = (out/'report.md').read_text()
     assert md.startswith('# Topology screen: synthetic, 28 px') and '](screen.png)' in md and 'p = ' in md
     assert (out/'screen.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'

@@ -24,9 +24,9 @@ def grid_file(tmp_path, **changes):
     p = tmp_path/'grid.yaml'; p.write_text(yaml.safe_dump({**TINY, **changes})); return p
 
 def here(capsys, *args):
-    """`topocl ARGS` in this process, for commands refused before any work (a subprocess costs ~5 s of imports each):
-    exit status, stdout, stderr. An error that escaped as a traceback would raise here and fail the test; the
-    console command itself runs as a subprocess in the tiny grid below."""
+    """`topocl ARGS` in this process (a subprocess costs ~4 s of imports): exit status, stdout, stderr. An error that
+    escaped as a traceback would raise here and fail the test; the console command itself runs as a subprocess in the
+    tiny grid and the killed run below."""
     try: rc = main([str(a) for a in args])
     except SystemExit as e: rc = e.code     # argparse's own errors
     out = capsys.readouterr()
@@ -90,7 +90,9 @@ def test_tiny_grid_local_rerun_skips_and_report(tmp_path, cache_env, tiny_grid, 
     assert rc == 0 and '4 done, 0 to run' in said, said + err
     assert stamps == {rid: (res/'runs'/rid/'done.json').read_text() for rid in man.id}
 
-    rep = json.loads(topocl('report', res, env=cache_env).stdout)
+    rc, said, err = here(capsys, 'report', res)                   # its report notebook runs under papermill
+    assert rc == 0, err
+    rep = json.loads(said)
     assert rep['missing'] == [] and (res/'report'/'report.ipynb').is_file()
     out = res/'report'
     t3 = pd.read_csv(out/'tiny.csv')
@@ -112,7 +114,7 @@ def test_report_lists_missing_runs(tmp_path, cache_env, tiny_grid, capsys):
     S.sweep(more, res, dry_run=True, say=lambda s: None)           # a dry run does not add to the manifest
     assert len(S.load_manifest(res)) == 4
     S.save_manifest(S.expand(more), res)
-    rc, out, err = here(capsys, 'report', res, '--no-notebook')    # the console command: test_tiny_grid_local_rerun_skips_and_report
+    rc, out, err = here(capsys, 'report', res, '--no-notebook')
     assert rc == 0, err
     rep = json.loads(out)
     assert len(rep['missing']) == 2

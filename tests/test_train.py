@@ -137,7 +137,7 @@ def test_a_run_killed_mid_epoch_resumes(tmp_path):
     "SIGKILL during epoch 2 of `topocl pretrain-visual`; `--resume` continues from epoch 1 and ends where an uninterrupted run ends."
     import signal, time
     env = {**os.environ, 'TOPOCL_CACHE': str(tmp_path / 'cache'), 'OMP_NUM_THREADS': '1'}
-    args = ['topocl', 'pretrain-visual', '--preset', 'tiny', '--epochs', '3', '--set', 'data.options.n=160', '--set', 'tensorboard=false',
+    args = ['topocl', 'pretrain-visual', '--preset', 'tiny', '--epochs', '3', '--set', 'data.options.n=96', '--set', 'tensorboard=false',
             '--set', 'keep_checkpoints=true']
     # the uninterrupted run goes alongside the one to be killed (one thread each, two cores), with its own cache
     full = subprocess.Popen(args + ['--out-dir', str(tmp_path / 'full')], env={**env, 'TOPOCL_CACHE': str(tmp_path / 'cache-full')},
