@@ -10,12 +10,12 @@ SHARED_DATA := $(wildcard $(CURDIR)/../shared/data/medmnist)
 
 test:
 	TOPOCL_DATA=$${TOPOCL_DATA:-$(SHARED_DATA)} OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing
-	OMP_NUM_THREADS=1 pytest -q -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # also the cells and tests marked slow (minutes on 2 cores)
 test-slow:
 	TOPOCL_DATA=$${TOPOCL_DATA:-$(SHARED_DATA)} OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing --flags slow
-	OMP_NUM_THREADS=1 pytest -q -n 2 --dist loadfile --runslow
+	OMP_NUM_THREADS=1 pytest -q -n 2 --dist loadfile --no-loadscope-reorder --runslow
 
 export:
 	python scripts/make_readme.py
