@@ -55,6 +55,8 @@ setuptools.setup(
     zip_safe = False,
     entry_points = {
         'console_scripts': cfg.get('console_scripts','').split(),
-        'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d']
+        'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d'],
+        # `papermill --engine topocl`: kernels on unix sockets (topocl.engine, nbs/55a_engine.ipynb)
+        'papermill.engine': ['topocl=topocl.engine:IPCEngine'],
     },
     **setup_cfg)

@@ -154,8 +154,8 @@ def test_papermill_experiment_notebook(tmp_path, monkeypatch, tiny_run):
     (out/'comparison.json').unlink()                     # the notebook's run writes it again
     spec = save_config(replace(load_config(out/'spec.yaml'), out_dir=str(out)), out/'spec.yaml')
     monkeypatch.setenv('TOPOCL_CACHE', str(tmp_path/'cache'))
-    pm.execute_notebook(str(nb), str(tmp_path/'run-out.ipynb'), kernel_name='python3', progress_bar=False,
-                        parameters=dict(spec=str(spec)))
+    pm.execute_notebook(str(nb), str(tmp_path/'run-out.ipynb'), kernel_name='python3', engine_name='topocl',
+                        progress_bar=False, parameters=dict(spec=str(spec)))   # the sweep's engine (topocl.engine)
     comp = json.loads((out/'comparison.json').read_text())
     assert {c['metric'] for c in comp} == {'test_acc', 'test_auc'}
     text = (tmp_path/'run-out.ipynb').read_text()

@@ -378,8 +378,8 @@ def cmd_report(args):
     else:
         import papermill as pm
         out.mkdir(parents=True, exist_ok=True)
-        pm.execute_notebook(str(REPORT_NOTEBOOK), str(out/'report.ipynb'), kernel_name='python3', progress_bar=False,
-                            parameters=dict(results_dir=str(Path(args.results).resolve()), out_dir=str(out.resolve())))
+        pm.execute_notebook(str(REPORT_NOTEBOOK), str(out/'report.ipynb'), kernel_name='python3', engine_name='topocl',
+                            progress_bar=False, parameters=dict(results_dir=str(Path(args.results).resolve()), out_dir=str(out.resolve())))
         rep = dict(files=sorted(str(f) for f in out.iterdir()), missing=report.collect(args.results)[1])
     return dict(report=str(out/'report.md'), files=len(rep['files']), missing=rep['missing'].id.tolist())
 

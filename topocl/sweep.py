@@ -191,7 +191,7 @@ def run_commands(row:dict, results, runner:str='papermill', gpus:int=1)->list:
         raise FileNotFoundError(f"{EXPERIMENT_NOTEBOOK}: the experiment notebook is not here (an install without the "
                                 "source tree?); use runner='python' (`topocl sweep --runner python`)")
     return cmds + [[sys.executable, '-m', 'papermill', str(EXPERIMENT_NOTEBOOK), str(run.notebook), '-p', 'spec', str(run.spec),
-                    '-k', 'python3', '--no-progress-bar', '--log-output']]
+                    '-k', 'python3', '--engine', 'topocl', '--no-progress-bar', '--log-output']]
 
 # %% ../nbs/55_sweep.ipynb #bf462fe2
 def run_status(results, row:dict)->str:
