@@ -40,8 +40,9 @@ RUN = dict(preset='tiny', seeds=[0, 1], limit=48, probe_epochs=5, stage_epochs='
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
     """`topocl run` on the tiny preset (`RUN`) in this process, once per module: (run folder, what it printed, as
-    `.out` and `.err`). Read by test_run_two_seeds_then_probe (tables, `topocl probe`), test_export_loads_into_plain_torchvision
-    (seed0/stage1/visual.pt) and test_papermill_experiment_notebook (a copy whose stages the notebook reuses)."""
+    `.out` and `.err`). Read by test_run_two_seeds_then_probe (tables, `topocl probe`),
+    test_export_loads_into_plain_torchvision (seed0/stage1/visual.pt) and test_a_moved_run_reuses_its_stages (a copy
+    whose stages it reuses)."""
     d = tmp_path_factory.mktemp('tiny-run')
     out, err = io.StringIO(), io.StringIO()
     args = ['run', '--preset', RUN['preset'], '--out-dir', d/'run', '--seeds', *RUN['seeds'], '--limit', RUN['limit'],
@@ -141,26 +142,20 @@ def test_second_run_into_a_locked_folder_fails_naming_the_holder(tmp_path, capsy
         assert _files(out) == before
     finally: holder.kill(); holder.wait()
 
-def test_papermill_experiment_notebook(tmp_path, monkeypatch, tiny_run):
-    """The experiment notebook runs under papermill with its one parameter, a spec, and leaves its tables behind.
-    It runs a copy of `tiny_run` from that run's own spec.yaml (its out_dir moved to the copy), so it reuses the
-    finished stages and probes again; training inside the notebook is what test_sweep's tiny grid does (papermill
-    runner, four runs)."""
-    import papermill as pm
+def test_a_moved_run_reuses_its_stages(tmp_path, monkeypatch, tiny_run, capsys):
+    """A copy of `tiny_run`, run from its own spec.yaml with the out_dir moved to the copy, reuses the finished stages
+    and probes them again, writing its tables anew. (The experiment notebook runs a spec this way under papermill in
+    test_sweep's tiny grid, four runs.)"""
     from topocl.config import load_config, save_config
     from dataclasses import replace
-    nb = Path(__file__).resolve().parents[1]/'nbs'/'experiments'/'run.ipynb'
     out = Path(shutil.copytree(tiny_run[0], tmp_path/'exp'))
-    (out/'comparison.json').unlink()                     # the notebook's run writes it again
+    (out/'comparison.json').unlink()                     # the run writes it again
     spec = save_config(replace(load_config(out/'spec.yaml'), out_dir=str(out)), out/'spec.yaml')
     monkeypatch.setenv('TOPOCL_CACHE', str(tmp_path/'cache'))
-    pm.execute_notebook(str(nb), str(tmp_path/'run-out.ipynb'), kernel_name='python3', engine_name='topocl',
-                        progress_bar=False, parameters=dict(spec=str(spec)))   # the sweep's engine (topocl.engine)
+    said = here_ok(capsys, 'run', '--config', spec)
     comp = json.loads((out/'comparison.json').read_text())
     assert {c['metric'] for c in comp} == {'test_acc', 'test_auc'}
-    text = (tmp_path/'run-out.ipynb').read_text()
-    assert f'topocl run --config {spec}' in text
-    assert 'starting from scratch' not in text             # the copied stages were reused, not trained again
+    assert 'starting from scratch' not in said and said.count('already complete') == 2 * 4, said   # 2 seeds, 4 runs each
 
 # the tiny preset's widths and calibration images (topocl.config.tiny_config): the demo's own model (ResNet-18 with the
 # small-input stem at full width, a 384-wide topology encoder and MoE) took 3/4 of the test's time and its calibration on
