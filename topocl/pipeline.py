@@ -142,12 +142,11 @@ def probe_variants(variants, runs:dict, splits:dict, tokens:dict, seed:int, prob
         run, kind = PROBES[v]
         toks = {s: t.emptied() for s, t in tokens.items()} if v == 'topocl-no-diagrams' else tokens
         key = (str(runs[run].weights), kind)   # two variants of one run (`train_variants`) share its probe
-        if key not in done:
-            done[key] = probe_checkpoint(runs[run].weights, kind, LinearProbeConfig.make(probe, seed=seed),
-                                         FeatureOptions(device=device), splits=splits, tokens=toks, return_details=True)
-        rec, det = done[key]
-        out[v] = dict(rec)
-        if v == 'baseline': kept['baseline'] = det['features']
+        if key not in done:   # the record only: a probe's features are kept for the baseline alone
+            done[key], det = probe_checkpoint(runs[run].weights, kind, LinearProbeConfig.make(probe, seed=seed),
+                                              FeatureOptions(device=device), splits=splits, tokens=toks, return_details=True)
+            if v == 'baseline': kept['baseline'] = det['features']
+        out[v] = dict(done[key])
     ph = {s: ph_vectors(t.diagrams) for s, t in tokens.items()} if any(v.startswith('ph-vector') for v in variants) else {}
     if 'ph-vector' in variants: out['ph-vector'] = {'kind': 'ph-vector', **probe_features(ph, splits, seed, probe)}
     if 'ph-vector+baseline' in variants:
